@@ -1,0 +1,30 @@
+"""dkron_exec: run jobs and process their executions the way Dkron does, inside any Python program.
+
+    >>> from dkron_exec import Executor
+    >>> with Executor(":memory:") as ex:
+    ...     execution = ex.run({"name": "hello", "command": "echo hello"})
+    >>> execution.success, execution.output
+    (True, b'hello\\n')
+"""
+
+from ._core import __version__
+from .errors import ConcurrencyError, DkronExecError, ExecutorClosedError, JobError, PluginError
+from .execution import Execution
+from .executor import Executor
+from .job import Job, ShellConfig
+from .store import SQLiteStore, default_store_path
+
+__all__ = [
+    "ConcurrencyError",
+    "DkronExecError",
+    "Execution",
+    "Executor",
+    "ExecutorClosedError",
+    "Job",
+    "JobError",
+    "PluginError",
+    "SQLiteStore",
+    "ShellConfig",
+    "__version__",
+    "default_store_path",
+]

@@ -1,0 +1,68 @@
+"""The Rust core (``rust/``): process supervision for the shell executor."""
+
+from typing import final
+
+__version__: str
+
+@final
+class Engine:
+    """A small runtime that supervises every running job of an Executor."""
+
+    def __new__(cls, worker_threads: int = 1) -> Engine: ...
+    def start(
+        self,
+        argv: list[str],
+        *,
+        env: list[tuple[str, str]] = ...,
+        cwd: str | None = None,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        mem_limit: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        output_limit: int = 256000,
+        pipe_grace: float = 1.0,
+        label: str | None = None,
+    ) -> RunHandle:
+        """Starts a job in a process group of its own; spawn failures come back as an Outcome."""
+
+    def in_flight(self) -> int: ...
+    def shutdown(self, grace: float = 2.0) -> None:
+        """Kills every running job and stops the engine. Idempotent."""
+
+@final
+class RunHandle:
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        """Blocks with the GIL released; None if ``timeout`` passed first. Ctrl-C raises here."""
+
+    def result(self) -> Outcome | None: ...
+    def done(self) -> bool: ...
+    def cancel(self) -> None: ...
+    @property
+    def pid(self) -> int | None: ...
+    def fileno(self) -> int: ...
+
+@final
+class Outcome:
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def output(self) -> bytes: ...
+    @property
+    def output_total(self) -> int: ...
+    @property
+    def truncated(self) -> bool: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def reason(self) -> str:
+        """One of "exited", "timeout", "mem_limit", "cancelled", "spawn_failed"."""
+
+    @property
+    def started_ns(self) -> int: ...
+    @property
+    def finished_ns(self) -> int: ...
+    @property
+    def success(self) -> bool: ...

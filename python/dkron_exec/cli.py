@@ -1,0 +1,137 @@
+"""``dkron-exec``: run a job once, list its stored executions, validate job files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+from .errors import DkronExecError, JobError
+from .execution import Execution
+from .executor import Executor
+from .job import Job
+from .store import default_store_path
+
+
+def _read_job(path: str) -> Job:
+    data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    try:
+        return Job.from_json(data)
+    except orjson.JSONDecodeError as exc:
+        raise JobError("(document)", path, f"not valid JSON: {exc}") from None
+
+
+def _print_execution(execution: Execution) -> None:
+    status = "success" if execution.success else "failed"
+    out = sys.stdout
+    out.write(f"job:        {execution.job_name}\n")
+    out.write(f"execution:  {execution.key}\n")
+    out.write(f"status:     {status} (exit code {execution.exit_code}, attempt {execution.attempt})\n")
+    out.write(f"started:    {execution.started_at.isoformat()}\n")
+    if execution.finished_at is not None:
+        out.write(f"finished:   {execution.finished_at.isoformat()} ({execution.duration:.3f}s)\n")
+    if execution.error:
+        out.write(f"error:      {execution.error}\n")
+    for err in execution.processor_errors:
+        out.write(f"processor:  {err}\n")
+    truncated = f", last {len(execution.output)} kept" if execution.output_truncated else ""
+    out.write(f"output:     {execution.output_size} bytes{truncated}\n")
+    out.write(execution.output_text)
+    if execution.output and not execution.output.endswith(b"\n"):
+        out.write("\n")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    job = _read_job(args.job)
+    with Executor(args.store, node_name=args.node) as executor:
+        execution = executor.run(job)
+        # Show the record as stored, which is what later `executions` calls will see.
+        stored = executor.execution(job.name, execution.key) or execution
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(stored.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print(f"store:      {args.store or default_store_path()}")
+        _print_execution(stored)
+    return 0 if stored.success else 1
+
+
+def cmd_executions(args: argparse.Namespace) -> int:
+    with Executor(args.store) as executor:
+        executions = executor.executions(args.job_name, limit=args.limit)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps([e.to_dict() for e in executions], option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    if not executions:
+        print(f"no executions stored for job {args.job_name!r}")
+        return 0
+    rows = [("KEY", "STARTED", "DURATION", "STATUS", "EXIT", "ATTEMPT", "OUTPUT")]
+    for e in executions:
+        rows.append(
+            (
+                e.key,
+                e.started_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+                f"{e.duration:.3f}s" if e.duration is not None else "-",
+                "success" if e.success else "failed",
+                str(e.exit_code) if e.exit_code is not None else "-",
+                str(e.attempt),
+                f"{e.output_size}B",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    job = _read_job(args.job)
+    nxt = job.next_run(datetime.now(timezone.utc))
+    print(f"ok: job {job.name!r}, executor {job.executor!r}, processors {list(job.processors) or ['(store)']}")
+    print(f"next run: {nxt.isoformat() if nxt else 'never (on demand only)'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dkron-exec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a job once through its executor, processors and the store")
+    run.add_argument("job", help="a job JSON file (Dkron's format, or the short form), or - for stdin")
+    run.add_argument("--store", help=f"SQLite file or :memory: (default {default_store_path()})")
+    run.add_argument("--node", help="node name recorded on the execution (default: host name)")
+    run.add_argument("--json", action="store_true", help="print the execution as JSON")
+    run.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("executions", help="list a job's stored executions, newest first")
+    ls.add_argument("job_name")
+    ls.add_argument("--store", help="SQLite file (default: as for run)")
+    ls.add_argument("--limit", type=int, default=None)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_executions)
+
+    val = sub.add_parser("validate", help="check a job file and show its next run")
+    val.add_argument("job")
+    val.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except JobError as exc:
+        print(f"dkron-exec: invalid job: {exc}", file=sys.stderr)
+        return 2
+    except (DkronExecError, OSError) as exc:
+        print(f"dkron-exec: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

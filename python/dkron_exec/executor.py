@@ -1,0 +1,300 @@
+"""``Executor``: runs jobs, passes each execution through the job's processors, stores it."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from . import _core
+from .errors import ConcurrencyError, ExecutorClosedError
+from .execution import Execution, datetime_from_ns, make_key
+from .job import Job
+from .shell import ShellSetupError, process_spec
+from .store import DEFAULT_RETENTION, SQLiteStore, default_store_path
+
+JobLike = Job | Mapping[str, Any] | str | bytes
+
+DEFAULT_OUTPUT_LIMIT = 256_000
+
+
+def as_job(job: JobLike) -> Job:
+    if isinstance(job, Job):
+        return job
+    if isinstance(job, (str, bytes)):
+        return Job.from_json(job)
+    return Job.from_dict(job)
+
+
+def retry_delay(base: float, attempt: int, elapsed: float) -> float:
+    """Dkron's backoff before attempt ``attempt + 1``: ``(log2(elapsed / base) + attempt) * base``.
+
+    Dkron feeds log2 an integer that is 0 for runs shorter than ``base`` (and so sleeps a
+    negative time, i.e. not at all); we floor the logarithm at zero instead, so the delay grows
+    with the attempt number as documented.
+    """
+    if base <= 0:
+        return 0.0
+    runs = max(1.0, elapsed / base)
+    return (math.log2(runs) + attempt) * base
+
+
+class Executor:
+    """Runs jobs and keeps their executions.
+
+    ``store`` is a path to an SQLite file, ``":memory:"``, or an object with the ``SQLiteStore``
+    methods; None means the default file (``default_store_path()``). ``node_name`` defaults to the
+    host name. ``output_limit`` bounds the output kept per execution (the tail is kept, as
+    Dkron's 256,000 bytes). ``retry_backoff`` is the base of Dkron's retry delay, in seconds.
+    ``worker_threads`` sizes the Rust engine that supervises every running job.
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike[str] | SQLiteStore | None = None,
+        *,
+        node_name: str | None = None,
+        plugin_dirs: Sequence[str | os.PathLike[str]] = (),
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        retention: int = DEFAULT_RETENTION,
+        retry_backoff: float = 0.5,
+        worker_threads: int = 1,
+        pipe_grace: float = 1.0,
+    ) -> None:
+        if isinstance(output_limit, bool) or not isinstance(output_limit, int) or output_limit < 0:
+            raise ValueError(f"output_limit must be a non-negative integer, got {output_limit!r}")
+        if isinstance(store, SQLiteStore):
+            self.store = store
+        else:
+            self.store = SQLiteStore(default_store_path() if store is None else store, retention=retention)
+        self.node_name = node_name or socket.gethostname()
+        self.plugin_dirs = [Path(d) for d in plugin_dirs]
+        self.output_limit = output_limit
+        self.retry_backoff = retry_backoff
+        self.pipe_grace = pipe_grace
+        self._engine = _core.Engine(worker_threads)
+        # Names of forbid-jobs in flight, and the number of runs in flight (close() waits for
+        # them to store their last execution before it closes the store).
+        self._running: set[str] = set()
+        self._active = 0
+        self._state = threading.Condition()
+        self._closed = False
+
+    # -- public API --------------------------------------------------------------------------
+
+    def run(self, job: JobLike) -> Execution:
+        """Runs the job to its end (retries included) and returns the final, stored execution.
+
+        Blocks with the GIL released. Ctrl-C kills the job's processes, stores the interrupted
+        execution, and raises KeyboardInterrupt.
+        """
+        job = as_job(job)
+        with self._claim(job):
+            attempt = _Attempts(self, job)
+            while True:
+                handle = attempt.start()
+                if handle is None:
+                    execution = attempt.finish_unstarted()
+                else:
+                    try:
+                        outcome = handle.wait()
+                    except BaseException:
+                        handle.cancel()
+                        outcome = handle.wait(5.0)
+                        if outcome is not None:
+                            attempt.finish(outcome, interrupted=True)
+                        raise
+                    assert outcome is not None
+                    execution = attempt.finish(outcome)
+                delay = attempt.next_delay(execution)
+                if delay is None:
+                    return execution
+                time.sleep(delay)
+
+    async def run_async(self, job: JobLike) -> Execution:
+        """``run`` for asyncio programs: waits on the job without blocking the event loop."""
+        job = as_job(job)
+        loop = asyncio.get_running_loop()
+        with self._claim(job):
+            attempt = _Attempts(self, job)
+            while True:
+                handle = attempt.start()
+                if handle is None:
+                    execution = attempt.finish_unstarted()
+                else:
+                    try:
+                        outcome = await _wait_readable(loop, handle)
+                    except BaseException:
+                        # Cancelled task: the job must not outlive it.
+                        handle.cancel()
+                        late = handle.wait(5.0)
+                        if late is not None:
+                            attempt.finish(late, interrupted=True)
+                        raise
+                    execution = await asyncio.to_thread(attempt.finish, outcome)
+                delay = attempt.next_delay(execution)
+                if delay is None:
+                    return execution
+                await asyncio.sleep(delay)
+
+    def executions(self, job_name: str, limit: int | None = None) -> list[Execution]:
+        """The job's stored executions, newest first."""
+        return self.store.list(job_name, limit)
+
+    def execution(self, job_name: str, key: str) -> Execution | None:
+        return self.store.get(job_name, key)
+
+    def running(self) -> int:
+        """Jobs running right now, across every thread and task."""
+        return int(self._engine.in_flight())
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Kills every job still running (whole process trees), waits up to ``timeout`` seconds
+        for their executions to be stored, then closes the store. New runs are refused."""
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+        self._engine.shutdown()
+        with self._state:
+            self._state.wait_for(lambda: self._active == 0, timeout)
+        self.store.close()
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _claim(self, job: Job) -> Iterator[None]:
+        """Enforces ``concurrency: forbid`` for runs through this executor."""
+        forbid = job.forbids_concurrency
+        with self._state:
+            if self._closed:
+                raise ExecutorClosedError("this Executor is closed")
+            if forbid:
+                if job.name in self._running:
+                    raise ConcurrencyError(
+                        f"job {job.name!r} is already running and its concurrency is 'forbid'"
+                    )
+                self._running.add(job.name)
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._state:
+                if forbid:
+                    self._running.discard(job.name)
+                self._active -= 1
+                self._state.notify_all()
+
+
+class _Attempts:
+    """One call of ``run``: the attempts of a job sharing one execution group."""
+
+    def __init__(self, executor: Executor, job: Job) -> None:
+        self.executor = executor
+        self.job = job
+        self.group = time.time_ns()
+        self.attempt = 1
+        self._setup_error: str | None = None
+        self._started_ns = 0
+
+    def start(self) -> Any:
+        """Starts the current attempt; None when it could not even be set up."""
+        self._started_ns = time.time_ns()
+        ex = self.executor
+        if self.job.executor != "shell":
+            self._setup_error = (
+                f"executor {self.job.executor!r} is not available: "
+                f"no dkron-executor-{self.job.executor} plugin is installed"
+            )
+            return None
+        try:
+            spec = process_spec(self.job.shell_config(), self.job.name)
+        except ShellSetupError as exc:
+            self._setup_error = str(exc)
+            return None
+        return ex._engine.start(
+            spec.argv, output_limit=ex.output_limit, pipe_grace=ex.pipe_grace, **spec.engine_kwargs()
+        )
+
+    def finish(self, outcome: Any, *, interrupted: bool = False) -> Execution:
+        error = outcome.error
+        output = outcome.output
+        if interrupted and outcome.reason == "cancelled":
+            error = f"shell: Job '{self.job.name}' was interrupted. Job was killed"
+        execution = Execution(
+            job_name=self.job.name,
+            started_at=datetime_from_ns(outcome.started_ns),
+            finished_at=datetime_from_ns(outcome.finished_ns),
+            success=error is None,
+            output=output,
+            node_name=self.executor.node_name,
+            group=self.group,
+            attempt=self.attempt,
+            exit_code=outcome.exit_code,
+            error=error,
+            output_truncated=outcome.truncated,
+            output_size=outcome.output_total,
+            key=make_key(outcome.started_ns, self.executor.node_name),
+        )
+        return self._complete(execution)
+
+    def finish_unstarted(self) -> Execution:
+        now = time.time_ns()
+        error = self._setup_error or "the job could not be started"
+        execution = Execution(
+            job_name=self.job.name,
+            started_at=datetime_from_ns(self._started_ns),
+            finished_at=datetime_from_ns(now),
+            success=False,
+            output=(error + "\n").encode(),
+            node_name=self.executor.node_name,
+            group=self.group,
+            attempt=self.attempt,
+            error=error,
+            key=make_key(self._started_ns, self.executor.node_name),
+        )
+        return self._complete(execution)
+
+    def _complete(self, execution: Execution) -> Execution:
+        self.executor.store.put(execution)
+        return execution
+
+    def next_delay(self, execution: Execution) -> float | None:
+        """Seconds to wait before the next attempt, or None when this one was the last."""
+        if execution.success or self.attempt > self.job.retries or self.executor._closed:
+            return None
+        elapsed = (time.time_ns() - self._started_ns) / 1e9
+        delay = retry_delay(self.executor.retry_backoff, self.attempt, elapsed)
+        self.attempt += 1
+        return delay
+
+
+async def _wait_readable(loop: asyncio.AbstractEventLoop, handle: Any) -> Any:
+    """Waits for the engine's wake-up pipe, so the event loop never blocks on the job."""
+    done: asyncio.Future[None] = loop.create_future()
+    fd = handle.fileno()
+
+    def ready() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        if not handle.done():
+            await done
+    finally:
+        loop.remove_reader(fd)
+    return handle.result()

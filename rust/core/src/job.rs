@@ -1,0 +1,337 @@
+//! Running one job process: spawn it in a process group of its own, feed its stdin, drain stdout
+//! and stderr into one bounded buffer, and end the whole tree on timeout, memory limit or cancel.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+use tokio::time::{sleep_until, Instant};
+
+use crate::capture::TailBuffer;
+use crate::godur::format_go_duration;
+use crate::proctree;
+
+/// What to run and under which limits. Built by the Python layer from a validated job.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub argv: Vec<String>,
+    /// Added to (and overriding) the host's environment.
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    pub stdin: Option<Vec<u8>>,
+    pub timeout: Option<Duration>,
+    /// Bytes of resident memory for the whole process tree.
+    pub mem_limit: Option<u64>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Bytes of output kept in memory (the tail).
+    pub output_limit: usize,
+    /// How long to keep reading after the job's leader exited, for children that still hold the
+    /// pipes. Go calls this WaitDelay; Dkron has none and hangs (#1483).
+    pub pipe_grace: Duration,
+    /// How often the memory of the tree is measured.
+    pub mem_poll: Duration,
+    /// The command as the user wrote it, quoted in messages.
+    pub label: String,
+}
+
+impl JobSpec {
+    pub fn new(argv: Vec<String>) -> Self {
+        let label = argv.join(" ");
+        Self {
+            argv,
+            env: Vec::new(),
+            cwd: None,
+            stdin: None,
+            timeout: None,
+            mem_limit: None,
+            uid: None,
+            gid: None,
+            output_limit: 256_000,
+            pipe_grace: Duration::from_secs(1),
+            mem_poll: Duration::from_millis(250),
+            label,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Exited,
+    TimedOut,
+    MemoryLimit,
+    Cancelled,
+    SpawnFailed,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Exited => "exited",
+            EndReason::TimedOut => "timeout",
+            EndReason::MemoryLimit => "mem_limit",
+            EndReason::Cancelled => "cancelled",
+            EndReason::SpawnFailed => "spawn_failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub pid: Option<u32>,
+    /// The exit code, or minus the signal number that ended the leader; None if it never ran.
+    pub exit_code: Option<i32>,
+    /// The tail of stdout and stderr (in arrival order), with the error line last.
+    pub output: Vec<u8>,
+    /// Bytes the job wrote in all.
+    pub output_total: u64,
+    pub truncated: bool,
+    pub error: Option<String>,
+    pub reason: EndReason,
+    pub started_ns: u128,
+    pub finished_ns: u128,
+}
+
+impl Outcome {
+    pub fn success(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+pub fn unix_nanos() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+/// Starts the job's leader. Must run inside a tokio runtime context (the child is registered
+/// with the runtime's reaper).
+pub fn spawn(spec: &JobSpec) -> std::io::Result<Child> {
+    let (program, args) = spec
+        .argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        // Its own group, so that one kill(-pgid) reaches every process it starts.
+        .process_group(0)
+        .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    if let Some(gid) = spec.gid {
+        cmd.gid(gid);
+    }
+    if let Some(uid) = spec.uid {
+        cmd.uid(uid);
+    }
+    cmd.spawn()
+}
+
+/// An outcome for a job that could not be started.
+pub fn spawn_failure(spec: &JobSpec, err: &std::io::Error, started_ns: u128) -> Outcome {
+    let error = format!("shell: could not start job '{}': {err}", spec.label);
+    let mut tail = TailBuffer::new(spec.output_limit);
+    let output = tail_with_error(&mut tail, &error);
+    Outcome {
+        pid: None,
+        exit_code: None,
+        output,
+        output_total: 0,
+        truncated: false,
+        error: Some(error),
+        reason: EndReason::SpawnFailed,
+        started_ns,
+        finished_ns: unix_nanos(),
+    }
+}
+
+fn tail_with_error(tail: &mut TailBuffer, error: &str) -> Vec<u8> {
+    let mut line = error.as_bytes().to_vec();
+    line.push(b'\n');
+    tail.contents_with_trailer(&line)
+}
+
+async fn read_some<R: AsyncRead + Unpin>(r: Option<&mut R>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match r {
+        Some(r) => r.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn at(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Supervises a started job to its end. `cancel` (one job) and `shutdown` (every job of the
+/// engine) both kill the whole tree.
+pub async fn supervise(
+    mut child: Child,
+    spec: JobSpec,
+    started_ns: u128,
+    cancel: Arc<Notify>,
+    shutdown: Arc<Notify>,
+) -> Outcome {
+    let pid = child.id();
+    let leader = pid.map(|p| p as i32).unwrap_or(0);
+    if let (Some(mut stdin), Some(payload)) = (child.stdin.take(), spec.stdin.clone()) {
+        // A separate task, so a job that reads slowly (or never) cannot block the draining below.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&payload).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let mut out_buf = vec![0u8; 64 * 1024];
+    let mut err_buf = vec![0u8; 64 * 1024];
+    let mut tail = TailBuffer::new(spec.output_limit);
+
+    let timeout_at = spec.timeout.map(|t| Instant::now() + t);
+    let mut mem_interval = spec.mem_limit.map(|_| tokio::time::interval(spec.mem_poll));
+    let mut status: Option<ExitStatus> = None;
+    let mut reason = EndReason::Exited;
+    let mut mem_seen: u64 = 0;
+    let mut killed = false;
+    let mut drain_until: Option<Instant> = None;
+
+    let kill = |why: EndReason, reason: &mut EndReason, killed: &mut bool| {
+        if !*killed {
+            proctree::kill_job(leader, leader);
+            *killed = true;
+            *reason = why;
+        }
+    };
+
+    loop {
+        if status.is_some() && stdout.is_none() && stderr.is_none() {
+            break;
+        }
+        let running = status.is_none();
+        tokio::select! {
+            r = read_some(stdout.as_mut(), &mut out_buf) => match r {
+                Ok(n) if n > 0 => tail.write(&out_buf[..n]),
+                _ => stdout = None,
+            },
+            r = read_some(stderr.as_mut(), &mut err_buf) => match r {
+                Ok(n) if n > 0 => tail.write(&err_buf[..n]),
+                _ => stderr = None,
+            },
+            s = child.wait(), if running => {
+                status = s.ok();
+                if status.is_none() {
+                    // wait() itself failed: nothing more will be learned about this child.
+                    break;
+                }
+                // Killed jobs get a short grace: whatever still holds the pipes is an escapee.
+                let grace = if killed { Duration::from_millis(200) } else { spec.pipe_grace };
+                drain_until = Some(Instant::now() + grace);
+            }
+            _ = at(timeout_at), if running && !killed => {
+                kill(EndReason::TimedOut, &mut reason, &mut killed);
+            }
+            _ = tick(mem_interval.as_mut()), if running && !killed => {
+                let used = proctree::job_rss(leader, leader);
+                mem_seen = mem_seen.max(used);
+                if spec.mem_limit.is_some_and(|limit| used > limit) {
+                    kill(EndReason::MemoryLimit, &mut reason, &mut killed);
+                }
+            }
+            _ = cancel.notified(), if running && !killed => {
+                kill(EndReason::Cancelled, &mut reason, &mut killed);
+            }
+            _ = shutdown.notified(), if running && !killed => {
+                kill(EndReason::Cancelled, &mut reason, &mut killed);
+            }
+            _ = at(drain_until) => break,
+        }
+    }
+    if killed {
+        // Anything forked between the kill and the leader's exit.
+        proctree::kill_job(leader, leader);
+    }
+
+    let exit_code = status.map(exit_code_of);
+    let error = match reason {
+        EndReason::TimedOut => Some(format!(
+            "shell: Job '{}' execution time exceeding defined timeout {}. Job was killed",
+            spec.label,
+            format_go_duration(spec.timeout.unwrap_or_default())
+        )),
+        EndReason::MemoryLimit => Some(format!(
+            "shell: Job '{}' exceeded its memory limit of {} bytes (the process tree used {} bytes). Job was killed",
+            spec.label,
+            spec.mem_limit.unwrap_or_default(),
+            mem_seen
+        )),
+        EndReason::Cancelled => Some(format!("shell: Job '{}' was cancelled. Job was killed", spec.label)),
+        EndReason::Exited | EndReason::SpawnFailed => match status {
+            None => Some("shell: lost track of the job's process".to_string()),
+            Some(s) => status_error(s),
+        },
+    };
+    let output = match &error {
+        Some(e) => tail_with_error(&mut tail, e),
+        None => tail.contents(),
+    };
+    Outcome {
+        pid,
+        exit_code,
+        output,
+        output_total: tail.total(),
+        truncated: tail.truncated(),
+        error,
+        reason,
+        started_ns,
+        finished_ns: unix_nanos(),
+    }
+}
+
+fn exit_code_of(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| -status.signal().unwrap_or(0))
+}
+
+/// Go's `exec.ExitError` text, which Dkron stores as the execution's error.
+fn status_error(status: ExitStatus) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return (code != 0).then(|| format!("exit status {code}"));
+    }
+    let sig = status.signal().unwrap_or(0);
+    Some(format!("signal: {}", signal_name(sig)))
+}
+
+fn signal_name(sig: i32) -> String {
+    // The names Go prints for the common signals.
+    match sig {
+        libc::SIGHUP => "hangup".into(),
+        libc::SIGINT => "interrupt".into(),
+        libc::SIGQUIT => "quit".into(),
+        libc::SIGABRT => "aborted".into(),
+        libc::SIGKILL => "killed".into(),
+        libc::SIGSEGV => "segmentation fault".into(),
+        libc::SIGPIPE => "broken pipe".into(),
+        libc::SIGTERM => "terminated".into(),
+        libc::SIGBUS => "bus error".into(),
+        other => format!("signal {other}"),
+    }
+}

@@ -1,0 +1,154 @@
+//! The processes that belong to a job: its process group plus every descendant of its leader,
+//! read from `/proc`. Used to kill a whole job (a grandchild that left the group included) and to
+//! measure the memory of the whole tree.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+
+/// One line of `/proc/<pid>/stat`, the fields we need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgrp: i32,
+    /// Resident set size in pages.
+    pub rss_pages: u64,
+}
+
+/// Parses `/proc/<pid>/stat`. The command name may hold spaces and parentheses, so fields are
+/// counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let pid = text[..open].trim().parse().ok()?;
+    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // rest[0] is the state (field 3); ppid is field 4, pgrp 5, rss 24.
+    Some(ProcStat {
+        pid,
+        ppid: rest.get(1)?.parse().ok()?,
+        pgrp: rest.get(2)?.parse().ok()?,
+        rss_pages: rest.get(21)?.parse().ok()?,
+    })
+}
+
+/// A snapshot of every process on the machine.
+pub fn snapshot() -> Vec<ProcStat> {
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|entry| {
+        let entry = entry.ok()?;
+        let name = entry.file_name();
+        let name = name.to_str()?;
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // A process may vanish between readdir and read: skip it.
+        let text = fs::read_to_string(format!("/proc/{name}/stat")).ok()?;
+        parse_stat(&text)
+    })
+    .collect()
+}
+
+/// The pids of the job led by `leader`: members of its process group (`pgid`) and every
+/// descendant of the leader, wherever its group.
+pub fn job_members(procs: &[ProcStat], leader: i32, pgid: i32) -> Vec<ProcStat> {
+    let mut children: HashMap<i32, Vec<usize>> = HashMap::new();
+    for (i, p) in procs.iter().enumerate() {
+        children.entry(p.ppid).or_default().push(i);
+    }
+    let mut seen: HashSet<i32> = HashSet::new();
+    let mut out = Vec::new();
+    let mut stack: Vec<usize> = procs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.pid == leader || p.pgrp == pgid)
+        .map(|(i, _)| i)
+        .collect();
+    while let Some(i) = stack.pop() {
+        let p = procs[i];
+        if !seen.insert(p.pid) {
+            continue;
+        }
+        out.push(p);
+        if let Some(kids) = children.get(&p.pid) {
+            stack.extend(kids.iter().copied());
+        }
+    }
+    out
+}
+
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
+
+/// Resident memory of the whole job, in bytes.
+pub fn job_rss(leader: i32, pgid: i32) -> u64 {
+    let procs = snapshot();
+    job_members(&procs, leader, pgid).iter().map(|p| p.rss_pages).sum::<u64>() * page_size()
+}
+
+/// SIGKILLs the whole job: the process group first (one call, no race with forks inside it),
+/// then every descendant found outside it. Repeated until nothing new is found, so a process
+/// forked during the kill is caught too.
+pub fn kill_job(leader: i32, pgid: i32) {
+    let own_pid = std::process::id() as i32;
+    for _ in 0..5 {
+        // SAFETY: kill(2) with a negative pid signals a process group; errors (ESRCH) are fine.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let procs = snapshot();
+        let members: Vec<i32> = job_members(&procs, leader, pgid)
+            .into_iter()
+            .map(|p| p.pid)
+            // A zombie leader is still listed until it is reaped; never signal ourselves.
+            .filter(|&pid| pid != own_pid)
+            .collect();
+        let mut alive = 0;
+        for pid in members {
+            // SAFETY: as above; the pid belongs to the job's tree.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                alive += 1;
+            }
+        }
+        if alive == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_name_with_spaces_and_parens() {
+        let line = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 5 1000 77 18446744073709551615";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s, ProcStat { pid: 1234, ppid: 1, pgrp: 1234, rss_pages: 77 });
+    }
+
+    #[test]
+    fn reads_our_own_process() {
+        let text = fs::read_to_string("/proc/self/stat").unwrap();
+        let s = parse_stat(&text).unwrap();
+        assert_eq!(s.pid as u32, std::process::id());
+        assert!(s.rss_pages > 0);
+    }
+
+    #[test]
+    fn members_include_descendants_outside_the_group() {
+        let p = |pid, ppid, pgrp| ProcStat { pid, ppid, pgrp, rss_pages: 1 };
+        let procs = vec![
+            p(10, 1, 10),  // leader
+            p(11, 10, 10), // child in the group
+            p(12, 11, 12), // grandchild that called setsid
+            p(13, 12, 12), // its child
+            p(20, 1, 20),  // unrelated
+            p(21, 1, 10),  // orphan still in the group
+        ];
+        let mut pids: Vec<i32> = job_members(&procs, 10, 10).iter().map(|p| p.pid).collect();
+        pids.sort();
+        assert_eq!(pids, vec![10, 11, 12, 13, 21]);
+    }
+}

@@ -1,0 +1,206 @@
+//! The Python binding: a thin layer that converts arguments and releases the GIL around every
+//! blocking call. All logic lives in `dkron-exec-core`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use dkron_exec_core::engine::{Engine as CoreEngine, RunHandle as CoreHandle};
+use dkron_exec_core::job::{JobSpec, Outcome as CoreOutcome};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+/// How often a blocked wait wakes up to let Python handle signals (Ctrl-C).
+const SIGNAL_POLL: Duration = Duration::from_millis(50);
+
+fn seconds(value: Option<f64>, name: &str) -> PyResult<Option<Duration>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(Duration::from_secs_f64(v))),
+        Some(v) => Err(PyValueError::new_err(format!("{name} must be a non-negative number of seconds, got {v}"))),
+    }
+}
+
+#[pyclass(module = "dkron_exec._core", name = "Engine", frozen)]
+struct Engine {
+    inner: RwLock<Option<CoreEngine>>,
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (worker_threads = 1))]
+    fn new(worker_threads: usize) -> PyResult<Self> {
+        let engine = CoreEngine::new(worker_threads)?;
+        Ok(Self { inner: RwLock::new(Some(engine)) })
+    }
+
+    #[pyo3(signature = (argv, *, env = Vec::new(), cwd = None, stdin = None, timeout = None,
+                        mem_limit = None, uid = None, gid = None, output_limit = 256_000,
+                        pipe_grace = 1.0, label = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        py: Python<'_>,
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<PathBuf>,
+        stdin: Option<Vec<u8>>,
+        timeout: Option<f64>,
+        mem_limit: Option<u64>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        output_limit: usize,
+        pipe_grace: f64,
+        label: Option<String>,
+    ) -> PyResult<RunHandle> {
+        if argv.is_empty() {
+            return Err(PyValueError::new_err("argv must not be empty"));
+        }
+        let mut spec = JobSpec::new(argv);
+        spec.env = env;
+        spec.cwd = cwd;
+        spec.stdin = stdin;
+        spec.timeout = seconds(timeout, "timeout")?;
+        spec.mem_limit = mem_limit;
+        spec.uid = uid;
+        spec.gid = gid;
+        spec.output_limit = output_limit;
+        spec.pipe_grace = seconds(Some(pipe_grace), "pipe_grace")?.unwrap_or_default();
+        if let Some(label) = label {
+            spec.label = label;
+        }
+        let handle = py.detach(|| {
+            let guard = self.inner.read().unwrap();
+            match guard.as_ref() {
+                Some(engine) => engine.start(spec).map_err(PyErr::from),
+                None => Err(PyRuntimeError::new_err("the engine is shut down")),
+            }
+        })?;
+        Ok(RunHandle { inner: handle })
+    }
+
+    /// Jobs still running.
+    fn in_flight(&self) -> usize {
+        self.inner.read().unwrap().as_ref().map_or(0, CoreEngine::in_flight)
+    }
+
+    /// Kills every running job and stops the engine's threads. Idempotent.
+    #[pyo3(signature = (grace = 2.0))]
+    fn shutdown(&self, py: Python<'_>, grace: f64) -> PyResult<()> {
+        let grace = seconds(Some(grace), "grace")?.unwrap_or_default();
+        py.detach(|| {
+            let engine = self.inner.write().unwrap().take();
+            if let Some(mut engine) = engine {
+                engine.shutdown(grace);
+            }
+        });
+        Ok(())
+    }
+}
+
+#[pyclass(module = "dkron_exec._core", name = "RunHandle", frozen)]
+struct RunHandle {
+    inner: CoreHandle,
+}
+
+#[pymethods]
+impl RunHandle {
+    /// Blocks (GIL released) until the job ends or `timeout` seconds pass; None on timeout.
+    /// Signals are handled while waiting, so Ctrl-C raises KeyboardInterrupt here.
+    #[pyo3(signature = (timeout = None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Outcome>> {
+        let deadline = seconds(timeout, "timeout")?.map(|t| std::time::Instant::now() + t);
+        loop {
+            let slice = match deadline {
+                None => SIGNAL_POLL,
+                Some(d) => d.saturating_duration_since(std::time::Instant::now()).min(SIGNAL_POLL),
+            };
+            if let Some(outcome) = py.detach(|| self.inner.wait(Some(slice))) {
+                return Ok(Some(Outcome::new(py, &outcome)));
+            }
+            py.check_signals()?;
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The outcome if the job has ended, else None. Never blocks.
+    fn result(&self, py: Python<'_>) -> Option<Outcome> {
+        self.inner.result().map(|o| Outcome::new(py, &o))
+    }
+
+    fn done(&self) -> bool {
+        self.inner.result().is_some()
+    }
+
+    /// Kills the job's whole process tree.
+    fn cancel(&self) {
+        self.inner.cancel();
+    }
+
+    #[getter]
+    fn pid(&self) -> Option<u32> {
+        self.inner.pid()
+    }
+
+    /// A file descriptor that becomes readable when the job is done (for event loops).
+    fn fileno(&self) -> i32 {
+        self.inner.wake_fd()
+    }
+}
+
+#[pyclass(module = "dkron_exec._core", name = "Outcome", frozen, get_all)]
+struct Outcome {
+    pid: Option<u32>,
+    exit_code: Option<i32>,
+    output: Py<PyBytes>,
+    output_total: u64,
+    truncated: bool,
+    error: Option<String>,
+    reason: &'static str,
+    started_ns: u64,
+    finished_ns: u64,
+}
+
+impl Outcome {
+    fn new(py: Python<'_>, o: &Arc<CoreOutcome>) -> Self {
+        Self {
+            pid: o.pid,
+            exit_code: o.exit_code,
+            output: PyBytes::new(py, &o.output).unbind(),
+            output_total: o.output_total,
+            truncated: o.truncated,
+            error: o.error.clone(),
+            reason: o.reason.as_str(),
+            started_ns: o.started_ns as u64,
+            finished_ns: o.finished_ns as u64,
+        }
+    }
+}
+
+#[pymethods]
+impl Outcome {
+    #[getter]
+    fn success(&self) -> bool {
+        self.error.is_none()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Outcome(pid={:?}, exit_code={:?}, reason={:?}, error={:?}, output_total={})",
+            self.pid, self.exit_code, self.reason, self.error, self.output_total
+        )
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<Engine>()?;
+    m.add_class::<RunHandle>()?;
+    m.add_class::<Outcome>()?;
+    Ok(())
+}

@@ -1,0 +1,104 @@
+"""The dkron-exec command, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import wait_gone
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dkron_exec.cli", *args], capture_output=True, text=True, timeout=60, **kw
+    )  # type: ignore[call-overload,no-any-return]
+
+
+def write_job(tmp_path: Path, doc: dict[str, object]) -> str:
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_run_prints_the_stored_execution_and_exit_status(tmp_path: Path) -> None:
+    store = str(tmp_path / "s.db")
+    job = write_job(tmp_path, {"name": "hello", "command": "echo hello from a job"})
+    r = cli("run", job, "--store", store)
+    assert r.returncode == 0, r.stderr
+    assert "status:     success" in r.stdout and "hello from a job" in r.stdout
+    failing = write_job(tmp_path, {"name": "hello", "command": "sh -c 'echo oops; exit 4'"})
+    r = cli("run", failing, "--store", store, "--json")
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    assert doc["success"] is False and doc["exit_code"] == 4 and doc["output"] == "oops\nexit status 4\n"
+
+
+def test_executions_lists_newest_first(tmp_path: Path) -> None:
+    store = str(tmp_path / "s.db")
+    for cmd in ["true", "false"]:
+        cli("run", write_job(tmp_path, {"name": "listed", "command": cmd}), "--store", store)
+    r = cli("executions", "listed", "--store", store)
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:4] == ["KEY", "STARTED", "DURATION", "STATUS"]
+    assert "failed" in lines[1] and "success" in lines[2]
+    r = cli("executions", "listed", "--store", store, "--json", "--limit", "1")
+    assert [e["success"] for e in json.loads(r.stdout)] == [False]
+    assert "no executions" in cli("executions", "other", "--store", store).stdout
+
+
+def test_validate(tmp_path: Path) -> None:
+    ok = cli("validate", write_job(tmp_path, {"name": "v", "command": "true", "schedule": "0 30 * * * *"}))
+    assert ok.returncode == 0 and "next run:" in ok.stdout
+    bad = cli("validate", write_job(tmp_path, {"name": "V!", "command": "true"}))
+    assert bad.returncode == 2 and "name" in bad.stderr
+    (tmp_path / "broken.json").write_text("{not json")
+    broken = cli("validate", str(tmp_path / "broken.json"))
+    assert broken.returncode == 2 and "JSON" in broken.stderr
+
+
+def test_examples_validate() -> None:
+    examples = sorted((ROOT / "examples").glob("*.json"))
+    assert examples
+    for path in examples:
+        r = cli("validate", str(path))
+        assert r.returncode == 0, (path, r.stderr)
+
+
+def test_ctrl_c_kills_the_job_and_stores_the_execution(tmp_path: Path) -> None:
+    store = str(tmp_path / "s.db")
+    pidfile = tmp_path / "pid"
+    job = write_job(tmp_path, {"name": "long", "command": f"echo $$ > {pidfile}; exec sleep 60", "shell": True})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dkron_exec.cli", "run", job, "--store", store],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.02)
+    pid = int(pidfile.read_text())
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(10) == 130
+    assert time.monotonic() - t0 < 3
+    assert wait_gone([pid]) == []
+    r = cli("executions", "long", "--store", store, "--json")
+    [stored] = json.loads(r.stdout)
+    assert stored["success"] is False and "interrupted" in stored["error"]
+
+
+def test_default_store_location(tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    env.pop("DKRON_EXEC_STORE", None)
+    r = cli("run", write_job(tmp_path, {"name": "d", "command": "true"}), env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "xdg" / "dkron-exec" / "executions.db").exists()
