@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from . import _core
+from .chain import run_chain
 from .errors import ConcurrencyError, ExecutorClosedError
 from .execution import Execution, datetime_from_ns, make_key
 from .job import Job
+from .processors import ProcessContext, Processor, builtin_classes
 from .shell import ShellSetupError, process_spec
 from .store import DEFAULT_RETENTION, SQLiteStore, default_store_path
 
@@ -86,6 +88,7 @@ class Executor:
         self._active = 0
         self._state = threading.Condition()
         self._closed = False
+        self._processors: dict[str, Processor] = {}
 
     # -- public API --------------------------------------------------------------------------
 
@@ -165,6 +168,9 @@ class Executor:
         self._engine.shutdown()
         with self._state:
             self._state.wait_for(lambda: self._active == 0, timeout)
+            processors = list(self._processors.values())
+        for processor in processors:
+            processor.close()
         self.store.close()
 
     def __enter__(self) -> Executor:
@@ -174,6 +180,17 @@ class Executor:
         self.close()
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _processors_for(self, job: Job) -> dict[str, Processor]:
+        """The built-in processors the job names, made once per Executor (they keep connections)."""
+        missing = [name for name in job.processors if name not in self._processors]
+        if missing:
+            classes = builtin_classes()
+            with self._state:
+                for name in missing:
+                    if name in classes and name not in self._processors:
+                        self._processors[name] = classes[name]()
+        return self._processors
 
     @contextmanager
     def _claim(self, job: Job) -> Iterator[None]:
@@ -269,7 +286,12 @@ class _Attempts:
         return self._complete(execution)
 
     def _complete(self, execution: Execution) -> Execution:
-        self.executor.store.put(execution)
+        """The job's processors in order, then the store, which always gets the execution."""
+        ex = self.executor
+        if self.job.processors:
+            ctx = ProcessContext(node_name=ex.node_name)
+            execution = run_chain(ex._processors_for(self.job), self.job.processors, execution, ctx)
+        ex.store.put(execution)
         return execution
 
     def next_delay(self, execution: Execution) -> float | None:
