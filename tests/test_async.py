@@ -6,8 +6,8 @@ import asyncio
 import time
 
 import pytest
-from conftest import thread_count, wait_gone
 
+from conftest import thread_count, wait_gone
 from dkron_exec import Executor
 
 

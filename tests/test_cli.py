@@ -75,7 +75,8 @@ def test_examples_validate() -> None:
 def test_ctrl_c_kills_the_job_and_stores_the_execution(tmp_path: Path) -> None:
     store = str(tmp_path / "s.db")
     pidfile = tmp_path / "pid"
-    job = write_job(tmp_path, {"name": "long", "command": f"echo $$ > {pidfile}; exec sleep 60", "shell": True})
+    command = f"echo $$ > {pidfile}; exec sleep 60"
+    job = write_job(tmp_path, {"name": "long", "command": command, "shell": True})
     proc = subprocess.Popen(
         [sys.executable, "-m", "dkron_exec.cli", "run", job, "--store", store],
         stdout=subprocess.PIPE,

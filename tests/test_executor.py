@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import pid_alive, wait_gone
 
+from conftest import pid_alive, wait_gone
 from dkron_exec import ConcurrencyError, Execution, Executor, ExecutorClosedError
 
 
@@ -211,7 +211,8 @@ def test_close_kills_running_jobs(tmp_path: Path) -> None:
     ex = Executor(":memory:")
     pidfile = tmp_path / "pid"
     result: list[Execution] = []
-    t = threading.Thread(target=lambda: result.append(ex.run(shell_job(f"echo $$ > {pidfile}; exec sleep 60", shell=True))))
+    job = shell_job(f"echo $$ > {pidfile}; exec sleep 60", shell=True)
+    t = threading.Thread(target=lambda: result.append(ex.run(job)))
     t.start()
     deadline = time.monotonic() + 5
     while not pidfile.exists() or not pidfile.read_text().strip():

@@ -23,8 +23,8 @@ def nxt(spec: str, after: datetime, **kw: str) -> datetime | None:
     return Schedule.parse(spec, **kw).next(after)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)

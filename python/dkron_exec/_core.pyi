@@ -2,6 +2,8 @@
 
 from typing import final
 
+__all__ = ["Engine", "Outcome", "RunHandle", "__version__"]
+
 __version__: str
 
 @final
@@ -23,8 +25,14 @@ class Engine:
         output_limit: int = 256000,
         pipe_grace: float = 1.0,
         label: str | None = None,
+        spool_dir: str | None = None,
+        spool_limit: int = 0,
     ) -> RunHandle:
-        """Starts a job in a process group of its own; spawn failures come back as an Outcome."""
+        """Starts a job in a process group of its own; spawn failures come back as an Outcome.
+
+        With ``spool_dir``, output that outgrows ``output_limit`` is written whole (up to
+        ``spool_limit`` bytes) to a file there, named in ``Outcome.spool_path``.
+        """
 
     def in_flight(self) -> int: ...
     def shutdown(self, grace: float = 2.0) -> None:
@@ -64,5 +72,11 @@ class Outcome:
     def started_ns(self) -> int: ...
     @property
     def finished_ns(self) -> int: ...
+    @property
+    def spool_path(self) -> str | None: ...
+    @property
+    def spool_complete(self) -> bool: ...
+    @property
+    def spool_error(self) -> str | None: ...
     @property
     def success(self) -> bool: ...

@@ -63,7 +63,8 @@ def cmd_executions(args: argparse.Namespace) -> int:
     with Executor(args.store) as executor:
         executions = executor.executions(args.job_name, limit=args.limit)
     if args.json:
-        sys.stdout.buffer.write(orjson.dumps([e.to_dict() for e in executions], option=orjson.OPT_INDENT_2) + b"\n")
+        docs = [e.to_dict() for e in executions]
+        sys.stdout.buffer.write(orjson.dumps(docs, option=orjson.OPT_INDENT_2) + b"\n")
         return 0
     if not executions:
         print(f"no executions stored for job {args.job_name!r}")
@@ -83,14 +84,15 @@ def cmd_executions(args: argparse.Namespace) -> int:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     job = _read_job(args.job)
     nxt = job.next_run(datetime.now(timezone.utc))
-    print(f"ok: job {job.name!r}, executor {job.executor!r}, processors {list(job.processors) or ['(store)']}")
+    processors = list(job.processors) or ["(store only)"]
+    print(f"ok: job {job.name!r}, executor {job.executor!r}, processors {processors}")
     print(f"next run: {nxt.isoformat() if nxt else 'never (on demand only)'}")
     return 0
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 
-
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 

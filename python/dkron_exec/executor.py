@@ -18,7 +18,7 @@ from .chain import run_chain
 from .errors import ConcurrencyError, ExecutorClosedError
 from .execution import Execution, datetime_from_ns, make_key
 from .job import Job
-from .processors import ProcessContext, Processor, builtin_classes
+from .processors import BUILTIN_NAMES, ProcessContext, Processor, builtin_class
 from .shell import ShellSetupError, process_spec
 from .store import DEFAULT_RETENTION, SQLiteStore, default_store_path
 
@@ -33,6 +33,21 @@ def as_job(job: JobLike) -> Job:
     if isinstance(job, (str, bytes)):
         return Job.from_json(job)
     return Job.from_dict(job)
+
+
+def default_spool_dir() -> Path:
+    """``$XDG_CACHE_HOME/dkron-exec/spool`` (``~/.cache``): on disk, not a tmpfs /tmp."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "dkron-exec" / "spool"
+
+
+def spool_limit(job: Job) -> int:
+    """Bytes of complete output the job's processors want (0: none beyond the in-memory tail)."""
+    limit = 0
+    for name, config in job.processors.items():
+        if name == "files":
+            limit = max(limit, builtin_class("files").spool_limit(config) or 0)  # type: ignore[attr-defined]
+    return limit
 
 
 def retry_delay(base: float, attempt: int, elapsed: float) -> float:
@@ -55,7 +70,10 @@ class Executor:
     methods; None means the default file (``default_store_path()``). ``node_name`` defaults to the
     host name. ``output_limit`` bounds the output kept per execution (the tail is kept, as
     Dkron's 256,000 bytes). ``retry_backoff`` is the base of Dkron's retry delay, in seconds.
-    ``worker_threads`` sizes the Rust engine that supervises every running job.
+    ``worker_threads`` sizes the Rust engine that supervises every running job. ``spool_dir``
+    is where output that outgrows ``output_limit`` is spooled for processors that want all of it
+    (files); by default ``default_spool_dir()``. A spool file lives only while its execution goes
+    through the processors.
     """
 
     def __init__(
@@ -69,6 +87,7 @@ class Executor:
         retry_backoff: float = 0.5,
         worker_threads: int = 1,
         pipe_grace: float = 1.0,
+        spool_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if isinstance(output_limit, bool) or not isinstance(output_limit, int) or output_limit < 0:
             raise ValueError(f"output_limit must be a non-negative integer, got {output_limit!r}")
@@ -81,6 +100,7 @@ class Executor:
         self.output_limit = output_limit
         self.retry_backoff = retry_backoff
         self.pipe_grace = pipe_grace
+        self.spool_dir = Path(spool_dir) if spool_dir is not None else default_spool_dir()
         self._engine = _core.Engine(worker_threads)
         # Names of forbid-jobs in flight, and the number of runs in flight (close() waits for
         # them to store their last execution before it closes the store).
@@ -185,11 +205,10 @@ class Executor:
         """The built-in processors the job names, made once per Executor (they keep connections)."""
         missing = [name for name in job.processors if name not in self._processors]
         if missing:
-            classes = builtin_classes()
             with self._state:
                 for name in missing:
-                    if name in classes and name not in self._processors:
-                        self._processors[name] = classes[name]()
+                    if name in BUILTIN_NAMES and name not in self._processors:
+                        self._processors[name] = builtin_class(name)()
         return self._processors
 
     @contextmanager
@@ -226,6 +245,7 @@ class _Attempts:
         self.attempt = 1
         self._setup_error: str | None = None
         self._started_ns = 0
+        self._spool_limit = spool_limit(job)
 
     def start(self) -> Any:
         """Starts the current attempt; None when it could not even be set up."""
@@ -243,7 +263,12 @@ class _Attempts:
             self._setup_error = str(exc)
             return None
         return ex._engine.start(
-            spec.argv, output_limit=ex.output_limit, pipe_grace=ex.pipe_grace, **spec.engine_kwargs()
+            spec.argv,
+            output_limit=ex.output_limit,
+            pipe_grace=ex.pipe_grace,
+            spool_dir=str(ex.spool_dir) if self._spool_limit else None,
+            spool_limit=self._spool_limit,
+            **spec.engine_kwargs(),
         )
 
     def finish(self, outcome: Any, *, interrupted: bool = False) -> Execution:
@@ -266,7 +291,14 @@ class _Attempts:
             output_size=outcome.output_total,
             key=make_key(outcome.started_ns, self.executor.node_name),
         )
-        return self._complete(execution)
+        if outcome.spool_error:
+            execution.processor_errors.append(f"spool: {outcome.spool_error}")
+        spool = Path(outcome.spool_path) if outcome.spool_path else None
+        try:
+            return self._complete(execution, spool, outcome.spool_complete)
+        finally:
+            if spool is not None:
+                spool.unlink(missing_ok=True)
 
     def finish_unstarted(self) -> Execution:
         now = time.time_ns()
@@ -285,11 +317,15 @@ class _Attempts:
         )
         return self._complete(execution)
 
-    def _complete(self, execution: Execution) -> Execution:
+    def _complete(
+        self, execution: Execution, full_output: Path | None = None, full_output_complete: bool = True
+    ) -> Execution:
         """The job's processors in order, then the store, which always gets the execution."""
         ex = self.executor
         if self.job.processors:
-            ctx = ProcessContext(node_name=ex.node_name)
+            ctx = ProcessContext(
+                node_name=ex.node_name, full_output=full_output, full_output_complete=full_output_complete
+            )
             execution = run_chain(ex._processors_for(self.job), self.job.processors, execution, ctx)
         ex.store.put(execution)
         return execution

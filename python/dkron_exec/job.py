@@ -329,8 +329,8 @@ class Job:
     extra: dict[str, Any] = field(default_factory=dict)
     """Fields this library does not know; kept and written back."""
     # How the document spelled things we normalise, so to_dict() can write them back unchanged.
-    _nulls: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
-    _time_text: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _nulls: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+    _time_text: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ------------------------------------------------------------------------------------------ reading
 
@@ -409,9 +409,9 @@ class Job:
             expires_at=_parse_time("expires_at", doc.get("expires_at")),
             read_only={key: doc[key] for key in _READ_ONLY if key in doc},
             extra={key: value for key, value in doc.items() if key not in _FIELD_ORDER},
-            _nulls=nulls,
-            _time_text={k: doc[k] for k in ("starts_at", "expires_at") if isinstance(doc.get(k), str)},
         )
+        job._nulls = nulls
+        job._time_text = {k: doc[k] for k in ("starts_at", "expires_at") if isinstance(doc.get(k), str)}
         job._check(paths)
         return job
 
@@ -468,6 +468,11 @@ class Job:
             raise JobError("expires_at", self.expires_at, "must be after starts_at")
         if self.executor == "shell":
             ShellConfig.from_config(self.executor_config, paths=paths)
+        # Built-in processors check their own config here, so a bad one fails at validation.
+        from .processors import validate_processor_config
+
+        for proc_name, proc_config in self.processors.items():
+            validate_processor_config(proc_name, proc_config)
 
     def validate(self) -> None:
         """Check the job as it is now (after edits); raises JobError like :meth:`from_dict`."""

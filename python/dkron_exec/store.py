@@ -7,6 +7,7 @@ several threads (one connection behind a lock) and several processes can write a
 
 from __future__ import annotations
 
+import builtins
 import os
 import sqlite3
 import threading
@@ -45,6 +46,8 @@ _COLUMNS = (
     "output, output_truncated, output_size, processor_errors"
 )
 
+_INSERT = f"INSERT OR REPLACE INTO executions ({_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+
 
 def default_store_path() -> Path:
     """``$DKRON_EXEC_STORE``, else ``$XDG_DATA_HOME/dkron-exec/executions.db`` (``~/.local/share``)."""
@@ -58,7 +61,9 @@ def default_store_path() -> Path:
 class SQLiteStore:
     """Executions in an SQLite database, newest ``retention`` per job."""
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, retention: int = DEFAULT_RETENTION) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] = ":memory:", *, retention: int = DEFAULT_RETENTION
+    ) -> None:
         if isinstance(retention, bool) or not isinstance(retention, int) or retention < 1:
             raise ValueError(f"retention must be a positive integer, got {retention!r}")
         self.path = str(path)
@@ -93,7 +98,7 @@ class SQLiteStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(f"INSERT OR REPLACE INTO executions ({_COLUMNS}) VALUES ({', '.join('?' * 14)})", row)
+                self._db.execute(_INSERT, row)
                 self._db.execute(
                     "DELETE FROM executions WHERE job_name = ?1 AND started_ns < ("
                     " SELECT started_ns FROM executions WHERE job_name = ?1"
@@ -123,7 +128,7 @@ class SQLiteStore:
             ).fetchone()
         return _from_row(row) if row else None
 
-    def job_names(self) -> list[str]:
+    def job_names(self) -> builtins.list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT DISTINCT job_name FROM executions ORDER BY 1")]
 

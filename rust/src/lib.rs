@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use dkron_exec_core::engine::{Engine as CoreEngine, RunHandle as CoreHandle};
 use dkron_exec_core::job::{JobSpec, Outcome as CoreOutcome};
+use dkron_exec_core::spool::SpoolSpec;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -38,7 +39,7 @@ impl Engine {
 
     #[pyo3(signature = (argv, *, env = Vec::new(), cwd = None, stdin = None, timeout = None,
                         mem_limit = None, uid = None, gid = None, output_limit = 256_000,
-                        pipe_grace = 1.0, label = None))]
+                        pipe_grace = 1.0, label = None, spool_dir = None, spool_limit = 0))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
@@ -54,6 +55,8 @@ impl Engine {
         output_limit: usize,
         pipe_grace: f64,
         label: Option<String>,
+        spool_dir: Option<PathBuf>,
+        spool_limit: u64,
     ) -> PyResult<RunHandle> {
         if argv.is_empty() {
             return Err(PyValueError::new_err("argv must not be empty"));
@@ -71,6 +74,7 @@ impl Engine {
         if let Some(label) = label {
             spec.label = label;
         }
+        spec.spool = spool_dir.map(|dir| SpoolSpec { dir, limit: spool_limit });
         let handle = py.detach(|| {
             let guard = self.inner.read().unwrap();
             match guard.as_ref() {
@@ -163,6 +167,9 @@ struct Outcome {
     reason: &'static str,
     started_ns: u64,
     finished_ns: u64,
+    spool_path: Option<String>,
+    spool_complete: bool,
+    spool_error: Option<String>,
 }
 
 impl Outcome {
@@ -177,6 +184,9 @@ impl Outcome {
             reason: o.reason.as_str(),
             started_ns: o.started_ns as u64,
             finished_ns: o.finished_ns as u64,
+            spool_path: o.spool.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            spool_complete: o.spool_complete,
+            spool_error: o.spool_error.clone(),
         }
     }
 }

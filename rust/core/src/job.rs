@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
 
 use crate::capture::TailBuffer;
+use crate::spool::{Capture, SpoolSpec};
 use crate::godur::format_go_duration;
 use crate::proctree;
 
@@ -37,6 +38,8 @@ pub struct JobSpec {
     pub mem_poll: Duration,
     /// The command as the user wrote it, quoted in messages.
     pub label: String,
+    /// Keep the complete output on disk once it outgrows `output_limit`.
+    pub spool: Option<SpoolSpec>,
 }
 
 impl JobSpec {
@@ -55,6 +58,7 @@ impl JobSpec {
             pipe_grace: Duration::from_secs(1),
             mem_poll: Duration::from_millis(250),
             label,
+            spool: None,
         }
     }
 }
@@ -94,6 +98,12 @@ pub struct Outcome {
     pub reason: EndReason,
     pub started_ns: u128,
     pub finished_ns: u128,
+    /// The complete output (error line included), when it was spooled to disk.
+    pub spool: Option<PathBuf>,
+    /// False when `SpoolSpec::limit` cut the spool short.
+    pub spool_complete: bool,
+    /// Why spooling failed, if it did (the tail is still kept).
+    pub spool_error: Option<String>,
 }
 
 impl Outcome {
@@ -149,13 +159,20 @@ pub fn spawn_failure(spec: &JobSpec, err: &std::io::Error, started_ns: u128) -> 
         reason: EndReason::SpawnFailed,
         started_ns,
         finished_ns: unix_nanos(),
+        spool: None,
+        spool_complete: false,
+        spool_error: None,
     }
 }
 
-fn tail_with_error(tail: &mut TailBuffer, error: &str) -> Vec<u8> {
+fn error_line(error: &str) -> Vec<u8> {
     let mut line = error.as_bytes().to_vec();
     line.push(b'\n');
-    tail.contents_with_trailer(&line)
+    line
+}
+
+fn tail_with_error(tail: &mut TailBuffer, error: &str) -> Vec<u8> {
+    tail.contents_with_trailer(&error_line(error))
 }
 
 async fn read_some<R: AsyncRead + Unpin>(r: Option<&mut R>, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -203,7 +220,7 @@ pub async fn supervise(
     let mut stderr = child.stderr.take();
     let mut out_buf = vec![0u8; 64 * 1024];
     let mut err_buf = vec![0u8; 64 * 1024];
-    let mut tail = TailBuffer::new(spec.output_limit);
+    let mut capture = Capture::new(spec.output_limit, spec.spool.clone());
 
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);
     let mut mem_interval = spec.mem_limit.map(|_| tokio::time::interval(spec.mem_poll));
@@ -228,11 +245,11 @@ pub async fn supervise(
         let running = status.is_none();
         tokio::select! {
             r = read_some(stdout.as_mut(), &mut out_buf) => match r {
-                Ok(n) if n > 0 => tail.write(&out_buf[..n]),
+                Ok(n) if n > 0 => capture.write(&out_buf[..n]),
                 _ => stdout = None,
             },
             r = read_some(stderr.as_mut(), &mut err_buf) => match r {
-                Ok(n) if n > 0 => tail.write(&err_buf[..n]),
+                Ok(n) if n > 0 => capture.write(&err_buf[..n]),
                 _ => stderr = None,
             },
             s = child.wait(), if running => {
@@ -288,20 +305,21 @@ pub async fn supervise(
             Some(s) => status_error(s),
         },
     };
-    let output = match &error {
-        Some(e) => tail_with_error(&mut tail, e),
-        None => tail.contents(),
-    };
+    let trailer = error.as_deref().map(error_line);
+    let finished = capture.finish(trailer.as_deref());
     Outcome {
         pid,
         exit_code,
-        output,
-        output_total: tail.total(),
-        truncated: tail.truncated(),
+        output: finished.output,
+        output_total: finished.total,
+        truncated: finished.truncated,
         error,
         reason,
         started_ns,
         finished_ns: unix_nanos(),
+        spool: finished.spool,
+        spool_complete: finished.spool_complete,
+        spool_error: finished.spool_error,
     }
 }
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need on a fresh machine, then runs lint, type checks and tests.
+# CI runs exactly this (see .ci/run); so does README command 2.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-system-deps.sh
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q -U pip
+.venv/bin/pip install -q -e '.[dev,bench]'
+
+echo "== lint and types"
+.venv/bin/ruff check python tests benches examples
+.venv/bin/mypy
+.venv/bin/python -m mypy.stubtest dkron_exec._core
+(cd rust && cargo clippy -q --all-targets -- -D warnings)
+
+echo "== cargo test"
+(cd rust && cargo test -q -p dkron-exec-core)
+
+echo "== pytest"
+.venv/bin/python -m pytest tests -q
+.venv/bin/python -m pytest benches -q --benchmark-disable
