@@ -9,18 +9,15 @@ from typing import ClassVar, Protocol
 
 from ..errors import JobError
 from ..execution import Execution
-
-TRUE_WORDS = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-FALSE_WORDS = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+from ..job import parse_bool as parse_go_bool
 
 
 def parse_bool(value: str) -> bool | None:
     """Go's ``strconv.ParseBool``: None for anything it would reject."""
-    if value in TRUE_WORDS:
-        return True
-    if value in FALSE_WORDS:
-        return False
-    return None
+    try:
+        return parse_go_bool(value)
+    except ValueError:
+        return None
 
 
 def check_bool(processor: str, config: Mapping[str, str], key: str) -> None:
