@@ -151,8 +151,8 @@ impl RunHandle {
     }
 
     /// A file descriptor that becomes readable when the job is done (for event loops).
-    fn fileno(&self) -> i32 {
-        self.inner.wake_fd()
+    fn fileno(&self) -> PyResult<i32> {
+        Ok(self.inner.wake_fd()?)
     }
 }
 

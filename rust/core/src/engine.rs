@@ -43,13 +43,13 @@ impl Engine {
             .runtime
             .as_ref()
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotConnected, "the engine is shut down"))?;
-        let shared = Arc::new(Shared::new()?);
+        let shared = Arc::new(Shared::new());
         let started_ns = job::unix_nanos();
         let _context = runtime.enter();
         match job::spawn(&spec) {
             Err(err) => shared.complete(job::spawn_failure(&spec, &err, started_ns)),
-            Ok(child) => {
-                let pid = child.id();
+            Ok(started) => {
+                let pid = started.child.id();
                 *shared.pid.lock().unwrap() = pid;
                 let task_shared = shared.clone();
                 let shutdown = self.shutdown.clone();
@@ -57,7 +57,7 @@ impl Engine {
                 *in_flight.count.lock().unwrap() += 1;
                 runtime.spawn(async move {
                     let outcome =
-                        job::supervise(child, spec, started_ns, task_shared.cancel.clone(), shutdown).await;
+                        job::supervise(started, spec, started_ns, task_shared.cancel.clone(), shutdown).await;
                     // Leave the count first: whoever sees the outcome must also see it gone.
                     {
                         let mut n = in_flight.count.lock().unwrap();
@@ -109,36 +109,58 @@ struct Shared {
     done: Condvar,
     cancel: Arc<Notify>,
     pid: Mutex<Option<u32>>,
-    /// A pipe whose read end becomes readable when the job is done (for event loops).
-    wake_read: OwnedFd,
-    wake_write: OwnedFd,
+    /// A pipe whose read end becomes readable when the job is done, for event loops. Made on
+    /// first request only: blocking callers never pay for it.
+    wake: Mutex<Option<(OwnedFd, OwnedFd)>>,
 }
 
 impl Shared {
-    fn new() -> std::io::Result<Self> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: fds is a valid two-element array; on success both fds are ours.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded, so these are open fds owned by no one else.
-        let (wake_read, wake_write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Ok(Self {
+    fn new() -> Self {
+        Self {
             outcome: Mutex::new(None),
             done: Condvar::new(),
             cancel: Arc::new(Notify::new()),
             pid: Mutex::new(None),
-            wake_read,
-            wake_write,
-        })
+            wake: Mutex::new(None),
+        }
     }
 
     fn complete(&self, outcome: Outcome) {
         *self.outcome.lock().unwrap() = Some(Arc::new(outcome));
         self.done.notify_all();
-        // SAFETY: writing one byte from a valid buffer to our own non-blocking pipe.
-        unsafe { libc::write(self.wake_write.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+        if let Some((_, write)) = self.wake.lock().unwrap().as_ref() {
+            poke(write);
+        }
     }
+
+    fn wake_fd(&self) -> std::io::Result<RawFd> {
+        let mut wake = self.wake.lock().unwrap();
+        if wake.is_none() {
+            let pair = nonblocking_pipe()?;
+            // complete() may have run before the pipe existed: it looks at `wake` only after
+            // setting the outcome, and we look at the outcome only after making the pipe.
+            if self.outcome.lock().unwrap().is_some() {
+                poke(&pair.1);
+            }
+            *wake = Some(pair);
+        }
+        Ok(wake.as_ref().map(|(read, _)| read.as_raw_fd()).unwrap_or(-1))
+    }
+}
+
+fn nonblocking_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid two-element array; on success both fds are ours.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so these are open fds owned by no one else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn poke(fd: &OwnedFd) {
+    // SAFETY: writing one byte from a valid buffer to our own non-blocking pipe.
+    unsafe { libc::write(fd.as_raw_fd(), b"x".as_ptr().cast(), 1) };
 }
 
 #[derive(Clone)]
@@ -183,8 +205,8 @@ impl RunHandle {
         *self.shared.pid.lock().unwrap()
     }
 
-    /// Readable once the job is done.
-    pub fn wake_fd(&self) -> RawFd {
-        self.shared.wake_read.as_raw_fd()
+    /// A file descriptor that is readable once the job is done (owned by the handle).
+    pub fn wake_fd(&self) -> std::io::Result<RawFd> {
+        self.shared.wake_fd()
     }
 }

@@ -1,12 +1,14 @@
 //! Running one job process: spawn it in a process group of its own, feed its stdin, drain stdout
 //! and stderr into one bounded buffer, and end the whole tree on timeout, memory limit or cancel.
 
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
@@ -116,21 +118,40 @@ pub fn unix_nanos() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
+/// A started job: its leader, and the read end of the one pipe its stdout and stderr share.
+pub struct Started {
+    pub child: Child,
+    pub output: pipe::Receiver,
+}
+
+fn output_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid two-element array; on success both fds are ours.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so these are open fds owned by no one else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// Starts the job's leader. Must run inside a tokio runtime context (the child is registered
 /// with the runtime's reaper).
-pub fn spawn(spec: &JobSpec) -> std::io::Result<Child> {
+pub fn spawn(spec: &JobSpec) -> std::io::Result<Started> {
     let (program, args) = spec
         .argv
         .split_first()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+    // stdout and stderr share one pipe, as they share Dkron's buffer: the output keeps the order
+    // in which the job wrote it, and each run costs one pipe fewer.
+    let (read_end, write_end) = output_pipe()?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         // Its own group, so that one kill(-pgid) reaches every process it starts.
         .process_group(0)
         .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(write_end.try_clone()?))
+        .stderr(Stdio::from(write_end))
         .kill_on_drop(true);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
@@ -141,7 +162,11 @@ pub fn spawn(spec: &JobSpec) -> std::io::Result<Child> {
     if let Some(uid) = spec.uid {
         cmd.uid(uid);
     }
-    cmd.spawn()
+    let child = cmd.spawn()?;
+    // The Command (holding our copies of the write end) is dropped here, so EOF on the read end
+    // means every process holding the job's output has closed it.
+    drop(cmd);
+    Ok(Started { child, output: pipe::Receiver::from_owned_fd(read_end)? })
 }
 
 /// An outcome for a job that could not be started.
@@ -201,12 +226,13 @@ async fn at(deadline: Option<Instant>) {
 /// Supervises a started job to its end. `cancel` (one job) and `shutdown` (every job of the
 /// engine) both kill the whole tree.
 pub async fn supervise(
-    mut child: Child,
+    started: Started,
     spec: JobSpec,
     started_ns: u128,
     cancel: Arc<Notify>,
     shutdown: Arc<Notify>,
 ) -> Outcome {
+    let Started { mut child, output } = started;
     let pid = child.id();
     let leader = pid.map(|p| p as i32).unwrap_or(0);
     if let (Some(mut stdin), Some(payload)) = (child.stdin.take(), spec.stdin.clone()) {
@@ -216,10 +242,8 @@ pub async fn supervise(
             let _ = stdin.shutdown().await;
         });
     }
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let mut out_buf = vec![0u8; 64 * 1024];
-    let mut err_buf = vec![0u8; 64 * 1024];
+    let mut output = Some(output);
+    let mut buf = vec![0u8; 64 * 1024];
     let mut capture = Capture::new(spec.output_limit, spec.spool.clone());
 
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);
@@ -239,18 +263,14 @@ pub async fn supervise(
     };
 
     loop {
-        if status.is_some() && stdout.is_none() && stderr.is_none() {
+        if status.is_some() && output.is_none() {
             break;
         }
         let running = status.is_none();
         tokio::select! {
-            r = read_some(stdout.as_mut(), &mut out_buf) => match r {
-                Ok(n) if n > 0 => capture.write(&out_buf[..n]),
-                _ => stdout = None,
-            },
-            r = read_some(stderr.as_mut(), &mut err_buf) => match r {
-                Ok(n) if n > 0 => capture.write(&err_buf[..n]),
-                _ => stderr = None,
+            r = read_some(output.as_mut(), &mut buf) => match r {
+                Ok(n) if n > 0 => capture.write(&buf[..n]),
+                _ => output = None,
             },
             s = child.wait(), if running => {
                 status = s.ok();
