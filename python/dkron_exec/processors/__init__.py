@@ -5,7 +5,9 @@ The store is not in this list: it always comes last (see ``Executor``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from collections.abc import Iterator, Mapping
+from typing import ClassVar
 
 from ..errors import JobError
 from .base import ProcessContext, Processor, config_bool, forwards, parse_bool
@@ -13,14 +15,36 @@ from .base import ProcessContext, Processor, config_bool, forwards, parse_bool
 BUILTIN_NAMES = ("log", "files", "syslog")
 
 
-def builtin_classes() -> dict[str, type[Processor]]:
-    # Imported here: each built-in pulls in the Rust core, which job validation should not need
-    # until a job actually names a processor.
-    from .files import FilesProcessor
-    from .log import LogProcessor
-    from .syslog import SyslogProcessor
+def builtin_classes() -> Mapping[str, type[Processor]]:
+    # Each built-in is imported on first use, one by one: each pulls in the Rust core, which job
+    # validation should not need until a job actually names a processor, and a built-in that
+    # cannot be imported costs that processor only.
+    return _LazyBuiltins()
 
-    return {"log": LogProcessor, "files": FilesProcessor, "syslog": SyslogProcessor}
+
+class _LazyBuiltins(Mapping[str, "type[Processor]"]):
+    _MODULES: ClassVar[dict[str, tuple[str, str]]] = {
+        "log": ("dkron_exec.processors.log", "LogProcessor"),
+        "files": ("dkron_exec.processors.files", "FilesProcessor"),
+        "syslog": ("dkron_exec.processors.syslog", "SyslogProcessor"),
+    }
+
+    def __getitem__(self, name: str) -> type[Processor]:
+        module_name, class_name = self._MODULES[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            raise KeyError(name) from None
+        cls: type[Processor] = getattr(module, class_name)
+        return cls
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._MODULES)
+
+    def __len__(self) -> int:
+        return len(self._MODULES)
 
 
 def validate_processor_config(name: str, config: Mapping[str, str]) -> None:
