@@ -33,6 +33,7 @@ was not written (Dkron claims the path anyway).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -64,7 +65,7 @@ def default_log_dir() -> Path:
 
 @dataclass(frozen=True)
 class FilesOptions:
-    log_dir: Path
+    log_dir: Path | None  # None: the default, resolved at each run (it follows the environment)
     per_job_dir: bool
     keep: int | None
     full_output: bool
@@ -77,10 +78,10 @@ def _field(key: str) -> str:
     return f"processors.files.{key}"
 
 
-def _log_dir(config: Mapping[str, str]) -> Path:
+def _log_dir(config: Mapping[str, str]) -> Path | None:
     text = config.get("log_dir")
     if text is None:
-        return default_log_dir()
+        return None
     if not text or "\0" in text:
         raise JobError(_field("log_dir"), text, "must be a non-empty path without NUL bytes")
     path = Path(text).expanduser()
@@ -100,6 +101,13 @@ def _keep(config: Mapping[str, str]) -> int | None:
 
 def parse_options(config: Mapping[str, str]) -> FilesOptions:
     """The processor's options; JobError (field ``processors.files.<key>``) for a bad value."""
+    return _parse_items(tuple(config.items()))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_items(items: tuple[tuple[str, str], ...]) -> FilesOptions:
+    # A job's config is the same at every run: parse it once (errors are not cached).
+    config = dict(items)
     for key in ("forward", "per_job_dir", "full_output", "fsync"):
         check_bool("files", config, key)
     max_text = config.get("max_size", DEFAULT_MAX_SIZE)
@@ -132,13 +140,9 @@ class FilesProcessor:
 
     @classmethod
     def validate(cls, config: Mapping[str, str]) -> None:
-        options = parse_options(config)
-        if options.log_dir.exists() and not options.log_dir.is_dir():
-            raise JobError(
-                _field("log_dir"),
-                config.get("log_dir", str(options.log_dir)),
-                "exists and is not a directory",
-            )
+        log_dir = parse_options(config).log_dir or default_log_dir()
+        if log_dir.exists() and not log_dir.is_dir():
+            raise JobError(_field("log_dir"), str(log_dir), "exists and is not a directory")
 
     @classmethod
     def spool_limit(cls, config: Mapping[str, str]) -> int | None:
@@ -151,7 +155,7 @@ class FilesProcessor:
         options = parse_options(config)
         spool = ctx.full_output if options.full_output else None
         path = _core.write_log_file(
-            options.log_dir.absolute(),
+            (options.log_dir or default_log_dir()).absolute(),
             execution.key,
             None if spool is not None else execution.output,
             job=execution.job_name if options.per_job_dir else None,
