@@ -16,7 +16,9 @@ Config keys (strings, or JSON booleans and numbers):
     to, so ``keep`` alone is refused when the job is validated.
 ``full_output`` (true)
     When the executor spooled an output larger than its in-memory limit (``ctx.full_output``),
-    the file gets that complete output, streamed from the spool, instead of the kept tail.
+    the file gets that complete output, streamed from the spool, instead of the kept tail. The
+    spool is the job's own output: it is what the file gets even when an earlier processor of the
+    chain replaced ``execution.output``. A spool cut at ``max_size`` is copied as it is.
 ``max_size`` ("1GB", Dkron's byte-size syntax)
     At most this many bytes per file: the first ones. Also what the executor spools at most.
 ``fsync`` (false)
