@@ -1,8 +1,19 @@
 """The Rust core (``rust/``): process supervision for the shell executor."""
 
+import os
+from pathlib import Path
 from typing import final
 
-__all__ = ["Engine", "Outcome", "RunHandle", "__version__"]
+__all__ = [
+    "Engine",
+    "Outcome",
+    "RunHandle",
+    "__version__",
+    "log_block",
+    "prune_log_files",
+    "write_log_block",
+    "write_log_file",
+]
 
 __version__: str
 
@@ -80,3 +91,30 @@ class Outcome:
     def spool_error(self) -> str | None: ...
     @property
     def success(self) -> bool: ...
+
+# -- sinks: the files and log processors' writers --------------------------------------------
+
+def write_log_file(
+    log_dir: str | os.PathLike[str],
+    key: str,
+    output: bytes | None = None,
+    *,
+    job: str | None = None,
+    source: str | os.PathLike[str] | None = None,
+    max_size: int | None = None,
+    fsync: bool = False,
+) -> Path:
+    """Writes ``<log_dir>/[<job>/]<key>.log`` atomically, mode 0644, from ``output`` or streamed
+    from the file ``source`` (exactly one), at most ``max_size`` bytes; returns its path.
+
+    ValueError for a job name or key that is not a single path component; OSError (with errno)
+    when the write fails, leaving no file behind."""
+
+def prune_log_files(dir: str | os.PathLike[str], keep: int) -> int:
+    """Keeps the newest ``keep`` ``*.log`` files of ``dir``; returns how many were removed."""
+
+def log_block(job: str, key: str, output: bytes) -> bytes:
+    """Dkron's ``----- BEGIN OUTPUT job=… execution=… -----`` block."""
+
+def write_log_block(fd: int, job: str, key: str, output: bytes) -> None:
+    """Writes the block to descriptor ``fd`` with one ``write_all``, bypassing Python's buffers."""

@@ -1,6 +1,8 @@
 //! The Python binding: a thin layer that converts arguments and releases the GIL around every
 //! blocking call. All logic lives in `dkron-exec-core`.
 
+mod py_sinks;
+
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -212,5 +214,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<RunHandle>()?;
     m.add_class::<Outcome>()?;
+    py_sinks::register(m)?;
     Ok(())
 }

@@ -9,4 +9,5 @@ pub mod engine;
 pub mod godur;
 pub mod job;
 pub mod proctree;
+pub mod sinks;
 pub mod spool;
