@@ -8,3 +8,4 @@ pub mod engine;
 pub mod godur;
 pub mod job;
 pub mod proctree;
+pub mod sinks;
