@@ -1,6 +1,8 @@
-"""The Rust core (``rust/``): process supervision for the shell executor."""
+"""The Rust core (``rust/``): process supervision for the shell executor, and the syslog sink."""
 
 from typing import final
+
+__all__ = ["Engine", "Outcome", "RunHandle", "SyslogSink", "__version__", "syslog_check_config"]
 
 __version__: str
 
@@ -66,3 +68,32 @@ class Outcome:
     def finished_ns(self) -> int: ...
     @property
     def success(self) -> bool: ...
+
+def syslog_check_config(config: dict[str, str]) -> None:
+    """Raises dkron_exec.errors.JobError (field ``processors.syslog.<key>``) for a bad config."""
+
+@final
+class SyslogSink:
+    """One syslog destination and its connection, opened on first send and reused; thread-safe."""
+
+    def __new__(cls, config: dict[str, str]) -> SyslogSink:
+        """Raises JobError for a bad config; never connects."""
+
+    def send(
+        self,
+        *,
+        job_name: str,
+        key: str,
+        success: bool,
+        exit_code: int | None,
+        output: bytes,
+        timestamp_ns: int,
+    ) -> int:
+        """Sends one execution with the GIL released; returns the number of messages written.
+        Raises OSError when the daemon cannot be reached (after one reconnect)."""
+
+    def close(self) -> None: ...
+    @property
+    def destination(self) -> str: ...
+    @property
+    def connected(self) -> bool: ...

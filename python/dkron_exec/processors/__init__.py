@@ -5,7 +5,8 @@ The store is not in this list: it always comes last (see ``Executor``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from collections.abc import Iterator, Mapping
 
 from ..errors import JobError
 from .base import ProcessContext, Processor, config_bool, forwards, parse_bool
@@ -13,14 +14,37 @@ from .base import ProcessContext, Processor, config_bool, forwards, parse_bool
 BUILTIN_NAMES = ("log", "files", "syslog")
 
 
-def builtin_classes() -> dict[str, type[Processor]]:
-    # Imported here: each built-in pulls in the Rust core, which job validation should not need
-    # until a job actually names a processor.
-    from .files import FilesProcessor
-    from .log import LogProcessor
-    from .syslog import SyslogProcessor
+_BUILTIN_MODULES = {
+    "log": ("log", "LogProcessor"),
+    "files": ("files", "FilesProcessor"),
+    "syslog": ("syslog", "SyslogProcessor"),
+}
 
-    return {"log": LogProcessor, "files": FilesProcessor, "syslog": SyslogProcessor}
+
+class _BuiltinClasses(Mapping[str, "type[Processor]"]):
+    """Imports a built-in's module only when that built-in is asked for."""
+
+    def __getitem__(self, name: str) -> type[Processor]:
+        if name not in _BUILTIN_MODULES:
+            raise KeyError(name)
+        module, cls = _BUILTIN_MODULES[name]
+        found: type[Processor] = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return name in _BUILTIN_MODULES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_BUILTIN_MODULES)
+
+    def __len__(self) -> int:
+        return len(_BUILTIN_MODULES)
+
+
+def builtin_classes() -> Mapping[str, type[Processor]]:
+    # Imported lazily, one module per name: each built-in pulls in the Rust core, which job
+    # validation should not need until a job actually names a processor.
+    return _BuiltinClasses()
 
 
 def validate_processor_config(name: str, config: Mapping[str, str]) -> None:

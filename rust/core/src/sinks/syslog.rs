@@ -54,12 +54,14 @@ pub enum SinkError {
 impl fmt::Display for SinkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // No "syslog" prefix: the processor chain names the processor already.
+            Self::Io { destination, total: 0, error, .. } => write!(f, "{destination}: {error}"),
             Self::Io { destination, sent, total, error } => {
-                write!(f, "syslog at {destination}: {error} ({sent} of {total} messages sent)")
+                write!(f, "{destination}: {error} ({sent} of {total} messages sent)")
             }
             Self::NoRoom { header, max_message } => write!(
                 f,
-                "syslog: the message header takes {header} of the {max_message} bytes of max_message; nothing sent"
+                "the message header takes {header} of the {max_message} bytes of max_message; nothing sent"
             ),
         }
     }
