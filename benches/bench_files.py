@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dkron_exec import Execution
 from dkron_exec.processors import ProcessContext
 from dkron_exec.processors.files import FilesProcessor

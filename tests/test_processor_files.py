@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dkron_exec import Execution, Executor, JobError
 from dkron_exec._core import prune_log_files, write_log_file
 from dkron_exec.chain import run_chain

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dkron_exec import Execution, Executor, JobError
 from dkron_exec._core import log_block
 from dkron_exec.processors import ProcessContext, validate_processor_config

@@ -1,4 +1,4 @@
-"""The Rust core (``rust/``): process supervision for the shell executor."""
+"""The Rust core (``rust/``): process supervision for the shell executor, and the syslog sink."""
 
 import os
 from pathlib import Path
@@ -8,9 +8,11 @@ __all__ = [
     "Engine",
     "Outcome",
     "RunHandle",
+    "SyslogSink",
     "__version__",
     "log_block",
     "prune_log_files",
+    "syslog_check_config",
     "write_log_block",
     "write_log_file",
 ]
@@ -118,3 +120,34 @@ def log_block(job: str, key: str, output: bytes) -> bytes:
 
 def write_log_block(fd: int, job: str, key: str, output: bytes) -> None:
     """Writes the block to descriptor ``fd`` with one ``write_all``, bypassing Python's buffers."""
+
+# -- the syslog processor's sink ----------------------------------------------------------------
+
+def syslog_check_config(config: dict[str, str]) -> None:
+    """Raises dkron_exec.errors.JobError (field ``processors.syslog.<key>``) for a bad config."""
+
+@final
+class SyslogSink:
+    """One syslog destination and its connection, opened on first send and reused; thread-safe."""
+
+    def __new__(cls, config: dict[str, str]) -> SyslogSink:
+        """Raises JobError for a bad config; never connects."""
+
+    def send(
+        self,
+        *,
+        job_name: str,
+        key: str,
+        success: bool,
+        exit_code: int | None,
+        output: bytes,
+        timestamp_ns: int,
+    ) -> int:
+        """Sends one execution with the GIL released; returns the number of messages written.
+        Raises OSError when the daemon cannot be reached (after one reconnect)."""
+
+    def close(self) -> None: ...
+    @property
+    def destination(self) -> str: ...
+    @property
+    def connected(self) -> bool: ...

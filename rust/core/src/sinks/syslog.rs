@@ -1,0 +1,289 @@
+//! The syslog sink: sends an execution's output to a syslog daemon over a unix socket (datagram
+//! or stream), UDP or TCP, as RFC 3164 or RFC 5424 messages.
+//!
+//! One connection is opened on first use and kept for every later execution (Dkron opens one per
+//! execution and never closes it). A failed write drops the connection, opens a new one and
+//! retries once; if that fails too the error is returned and the next send starts afresh.
+//!
+//! Sizes: every message (header included, framing excluded) is at most `max_message` bytes
+//! (default 8,192: rsyslog's default limit, beyond which it would cut the message silently).
+//! A longer output is split into `(part i/n) ` messages or truncated with a marker, by config.
+//! A unix datagram the kernel refuses as too large (EMSGSIZE) makes the sink halve its budget
+//! and split again, and remember the smaller budget.
+//!
+//! With LF framing an embedded newline would end the message, so the output goes one line per
+//! message there, as with `per_line`.
+
+mod config;
+mod conn;
+mod format;
+
+use std::fmt;
+use std::io;
+use std::sync::Mutex;
+
+pub use config::{
+    ConfigError, Destination, Format, Framing, Oversize, SyslogConfig, DEFAULT_MAX_MESSAGE, DEFAULT_TAG, LOCAL_PATHS,
+    MIN_MAX_MESSAGE,
+};
+pub use format::{sd_escape, SD_ID};
+
+use conn::Conn;
+use format::HeaderInfo;
+
+/// What the sink needs to know about one execution.
+#[derive(Debug, Clone)]
+pub struct ExecutionMessage<'a> {
+    pub job_name: &'a str,
+    pub key: &'a str,
+    pub success: bool,
+    pub exit_code: Option<i32>,
+    pub output: &'a [u8],
+    /// Nanoseconds since the Unix epoch: the time stamp of every message.
+    pub timestamp_ns: i64,
+}
+
+#[derive(Debug)]
+pub enum SinkError {
+    /// The daemon could not be reached (after one retry if a connection had been open).
+    Io { destination: String, sent: usize, total: usize, error: io::Error },
+    /// `max_message` leaves no room for the output next to this execution's header.
+    NoRoom { header: usize, max_message: usize },
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // No "syslog" prefix: the processor chain names the processor already.
+            Self::Io { destination, total: 0, error, .. } => write!(f, "{destination}: {error}"),
+            Self::Io { destination, sent, total, error } => {
+                write!(f, "{destination}: {error} ({sent} of {total} messages sent)")
+            }
+            Self::NoRoom { header, max_message } => write!(
+                f,
+                "the message header takes {header} of the {max_message} bytes of max_message; nothing sent"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { error, .. } => Some(error),
+            Self::NoRoom { .. } => None,
+        }
+    }
+}
+
+struct State {
+    conn: Option<Conn>,
+    /// `max_message`, or less once the kernel refused a datagram of that size.
+    budget: usize,
+}
+
+/// A destination and its connection; `send` may be called from any number of threads.
+pub struct SyslogSink {
+    config: SyslogConfig,
+    hostname: String,
+    pid: u32,
+    state: Mutex<State>,
+}
+
+/// One trailing byte is kept free in every message: the LF that Go appends locally and that
+/// LF framing needs.
+const TRAILER: usize = 1;
+
+impl SyslogSink {
+    /// Connects lazily: making a sink never fails, so a daemon started later is found.
+    pub fn new(config: SyslogConfig) -> Self {
+        let hostname = config.hostname.clone().unwrap_or_else(local_hostname);
+        let budget = config.max_message;
+        Self { config, hostname, pid: std::process::id(), state: Mutex::new(State { conn: None, budget }) }
+    }
+
+    pub fn config(&self) -> &SyslogConfig {
+        &self.config
+    }
+
+    /// Sends the execution; returns how many messages were sent.
+    pub fn send(&self, msg: &ExecutionMessage<'_>) -> Result<usize, SinkError> {
+        let cfg = &self.config;
+        let severity = if msg.success { cfg.severity } else { cfg.failure_severity };
+        let header = format::header(&HeaderInfo {
+            format: cfg.format,
+            pri: cfg.facility * 8 + severity,
+            timestamp_ns: msg.timestamp_ns,
+            host: match (cfg.format, cfg.destination.is_local()) {
+                (Format::Rfc3164, true) => None,
+                _ => Some(&self.hostname),
+            },
+            tag: &cfg.tag,
+            pid: self.pid,
+            job_name: msg.job_name,
+            key: msg.key,
+            success: msg.success,
+            exit_code: msg.exit_code,
+        });
+
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sent = 0;
+        let fail = |sent: usize, total: usize, error: io::Error| SinkError::Io {
+            destination: cfg.destination.to_string(),
+            sent,
+            total,
+            error,
+        };
+        if state.conn.is_none() {
+            state.conn = Some(Conn::open(&cfg.destination, cfg.timeout).map_err(|e| fail(0, 0, e))?);
+        }
+        let stream = state.conn.as_ref().is_some_and(Conn::is_stream);
+        let framing = if stream { cfg.framing.unwrap_or(Framing::Lf) } else { Framing::Octet };
+        let units = bodies(msg.output, cfg.per_line || (stream && framing == Framing::Lf));
+
+        if stream {
+            // Streams take the whole execution in one write; no datagram size to learn.
+            let mut messages = Vec::new();
+            for unit in &units {
+                messages.extend(self.fit(&header, unit, state.budget)?);
+            }
+            let total = messages.len();
+            let mut buf = Vec::with_capacity(messages.iter().map(|m| m.len() + 8).sum());
+            for m in &messages {
+                frame(&mut buf, m, framing);
+            }
+            self.transmit(&mut state, &[buf]).map_err(|(_, e)| fail(0, total, e))?;
+            return Ok(total);
+        }
+        let lf = cfg.format == Format::Rfc3164; // Go ends every local 3164 datagram with LF
+        for unit in &units {
+            loop {
+                let mut messages = self.fit(&header, unit, state.budget)?;
+                if lf {
+                    messages.iter_mut().for_each(|m| m.push(b'\n'));
+                }
+                match self.transmit(&mut state, &messages) {
+                    Ok(()) => {
+                        sent += messages.len();
+                        break;
+                    }
+                    Err((0, e)) if e.raw_os_error() == Some(libc::EMSGSIZE) && state.budget > MIN_MAX_MESSAGE => {
+                        state.budget = (state.budget / 2).max(MIN_MAX_MESSAGE);
+                    }
+                    Err((done, e)) => return Err(fail(sent + done, sent + messages.len(), e)),
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Drops the connection (the next send opens a new one).
+    pub fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).conn = None;
+    }
+
+    /// The current size budget (smaller than `max_message` after an EMSGSIZE).
+    pub fn budget(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).budget
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).conn.is_some()
+    }
+
+    fn fit(&self, header: &[u8], body: &[u8], budget: usize) -> Result<Vec<Vec<u8>>, SinkError> {
+        format::fit(header, body, budget - TRAILER, self.config.oversize)
+            .ok_or(SinkError::NoRoom { header: header.len(), max_message: budget })
+    }
+
+    /// Sends each message in turn. On an error (other than a datagram too large, which the
+    /// caller handles) the connection is reopened once and the unsent messages retried.
+    /// Err carries how many messages went out before the error.
+    fn transmit(&self, state: &mut State, messages: &[Vec<u8>]) -> Result<(), (usize, io::Error)> {
+        let mut done = 0;
+        let mut retried = false;
+        loop {
+            if state.conn.as_ref().is_some_and(Conn::peer_gone) {
+                state.conn = None;
+            }
+            let conn = match state.conn.as_mut() {
+                Some(c) => c,
+                None => state.conn.insert(
+                    Conn::open(&self.config.destination, self.config.timeout).map_err(|e| (done, e))?,
+                ),
+            };
+            let error = loop {
+                match messages.get(done) {
+                    None => return Ok(()),
+                    Some(m) => match conn.send(m) {
+                        Ok(()) => done += 1,
+                        Err(e) => break e,
+                    },
+                }
+            };
+            if error.raw_os_error() == Some(libc::EMSGSIZE) {
+                return Err((done, error));
+            }
+            state.conn = None;
+            if retried {
+                return Err((done, error));
+            }
+            retried = true;
+        }
+    }
+}
+
+/// The messages' bodies: the whole output (less its final newline), or one per line.
+fn bodies(output: &[u8], per_line: bool) -> Vec<&[u8]> {
+    let output = output.strip_suffix(b"\n").unwrap_or(output);
+    if per_line {
+        output.split(|b| *b == b'\n').collect()
+    } else {
+        vec![output]
+    }
+}
+
+fn frame(buf: &mut Vec<u8>, message: &[u8], framing: Framing) {
+    match framing {
+        Framing::Octet => {
+            buf.extend_from_slice(message.len().to_string().as_bytes());
+            buf.push(b' ');
+            buf.extend_from_slice(message);
+        }
+        Framing::Lf => {
+            buf.extend_from_slice(message);
+            buf.push(b'\n');
+        }
+    }
+}
+
+fn local_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if rc == 0 && !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b)) => name.to_string(),
+        _ => "-".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_drop_only_the_final_newline() {
+        assert_eq!(bodies(b"a\nb\n", false), vec![b"a\nb".as_slice()]);
+        assert_eq!(bodies(b"a\n\nb\n", true), vec![b"a".as_slice(), b"", b"b"]);
+        assert_eq!(bodies(b"", true), vec![b"".as_slice()]);
+    }
+
+    #[test]
+    fn octet_counting_and_lf() {
+        let mut buf = Vec::new();
+        frame(&mut buf, b"<14>1 x\ny", Framing::Octet);
+        frame(&mut buf, b"<14>z", Framing::Lf);
+        assert_eq!(buf, b"9 <14>1 x\ny<14>z\n");
+    }
+}
