@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# System packages the tests use (a real syslog daemon). Idempotent; needs root or sudo.
+# System packages the tests use: a C compiler (benchmark baselines) and rsyslog (tests/syslogd.py
+# runs its own rsyslogd on a private socket and loopback ports; the system's syslog is never used).
+# Idempotent; needs root or sudo only when something is missing.
 set -euo pipefail
 need=()
-command -v rsyslogd >/dev/null 2>&1 || need+=(rsyslog)
-command -v cc >/dev/null 2>&1 || need+=(gcc)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# --no-install-recommends: the daemon and its modules, no logrotate or service set-up.
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# apt may start the system service where an init system runs; the tests need none.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet rsyslog 2>/dev/null; then
+    $sudo systemctl stop rsyslog || true
 fi

@@ -80,7 +80,7 @@ class Syslogd:
     def __init__(self, directory: Path) -> None:
         exe = rsyslogd_path()
         if exe is None:
-            raise RuntimeError("rsyslogd is not installed (run .ci/install-syslog.sh)")
+            raise RuntimeError("rsyslogd is not installed (run scripts/install-system-deps.sh)")
         self.exe = exe
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)

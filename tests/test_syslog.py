@@ -30,7 +30,7 @@ CRON_ERR = 9 * 8 + 3
 def _need_rsyslogd() -> None:
     if rsyslogd_path() is not None:
         return
-    message = "rsyslogd is not installed: run .ci/install-syslog.sh (apt-get install rsyslog)"
+    message = "rsyslogd is not installed: run scripts/install-system-deps.sh (apt-get install rsyslog)"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
