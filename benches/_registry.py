@@ -83,7 +83,8 @@ class Target:
 @dataclass
 class Figure:
     """One row of the table. ``subjects`` are dkron_exec, then its baselines: plain Python, then the C loop
-    (the physical limit), all measured in the same run and interleaved. ``series``/``x`` place the figure on a scaling chart."""
+    (the physical limit), all measured in the same run and interleaved.
+    ``series``/``x`` place the figure on a scaling chart."""
 
     id: str
     title: str

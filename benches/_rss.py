@@ -3,12 +3,11 @@
     python -m benches._rss dkron_exec|python WRITER SIZE   ->  prints the growth in KiB
 
 The process warms up with a 1 KiB capture first (engine threads, SQLite, allocator arenas), then records
-ru_maxrss before and after capturing SIZE bytes.
+its peak RSS before and after capturing SIZE bytes.
 """
 
 from __future__ import annotations
 
-import resource
 import subprocess
 import sys
 from collections.abc import Callable
@@ -37,7 +36,12 @@ def _runner(kind: str, writer: str) -> Callable[[int], object]:
 
 
 def maxrss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak RSS of this process's address space (VmHWM). Not ``ru_maxrss``: Linux carries that over
+    exec from the parent, so this fresh process would start at the parent's peak and show no growth."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main(argv: list[str]) -> None:

@@ -12,7 +12,11 @@ from dkron_exec import Execution, Executor, Job
 
 # The same process set-up dkron_exec's shell executor uses: stdin /dev/null, stdout and stderr piped,
 # a process group of its own (process_group= exists from Python 3.11).
-POPEN_KWARGS: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+POPEN_KWARGS: dict[str, Any] = {
+    "stdin": subprocess.DEVNULL,
+    "stdout": subprocess.PIPE,
+    "stderr": subprocess.PIPE,
+}
 if sys.version_info >= (3, 11):
     POPEN_KWARGS["process_group"] = 0
 

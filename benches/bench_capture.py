@@ -74,7 +74,7 @@ def memory(env: Env, writer: Path, size: int) -> Figure:
         subjects=[
             Subject("dkron_exec", lambda: growth_mib("dkron_exec", writer, size), "fresh process"),
             Subject("python", lambda: growth_mib("python", writer, size), "fresh process"),
-            Subject("c", c_reader, "ru_maxrss of the C reader"),
+            Subject("c", c_reader, "peak RSS (VmHWM) of the C reader"),
         ],
         targets=[Target("at_most", FLAT_MIB, label="flat host memory as output grows")],
         higher_is_better=False,

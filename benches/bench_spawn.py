@@ -16,7 +16,7 @@ from . import _baselines
 from ._cases import run_case
 from ._registry import Env, Figure, Subject, Target, group
 from ._subjects import POPEN_KWARGS, check, executor, job
-from ._timing import keep_in_flight, rate, raise_open_files_limit, timed_async, timed_loop
+from ._timing import keep_in_flight, raise_open_files_limit, rate, timed_async, timed_loop
 
 GROUP = "spawn"
 PROGRAM = "/bin/true"
