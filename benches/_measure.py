@@ -21,11 +21,20 @@ class Result:
         return {name: statistics.median(v) for name, v in self.samples.items() if v}
 
     def ratio(self, baseline: str) -> float | None:
-        """dkron_exec's median divided by the baseline's."""
-        med = self.medians
-        if PRIMARY not in med or not med.get(baseline):
+        """dkron_exec / baseline: the median of the per-round ratios. Subjects of one round run back to
+        back, so pairing them cancels most of a shared machine's load drift; the ratio of medians is the
+        fallback when a subject lost samples."""
+        mine, theirs = self.samples.get(PRIMARY, []), self.samples.get(baseline, [])
+        if not mine or not theirs:
             return None
-        return med[PRIMARY] / med[baseline]
+        if len(mine) == len(theirs) and all(theirs):
+            return statistics.median([a / b for a, b in zip(mine, theirs, strict=True)])
+        base = statistics.median(theirs)
+        return statistics.median(mine) / base if base else None
+
+    @property
+    def ratios(self) -> dict[str, float | None]:
+        return {name: self.ratio(name) for name in self.figure.baselines}
 
     def spread(self, name: str) -> tuple[float, float] | None:
         values = self.samples.get(name)

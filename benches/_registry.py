@@ -68,16 +68,13 @@ class Target:
             return f">= {self.value:g}x {self.baseline}"
         return f"<= {self.value:g}"
 
-    def met(self, values: dict[str, float]) -> bool | None:
-        mine = values.get(PRIMARY)
-        if mine is None:
-            return None
+    def met(self, values: dict[str, float], ratios: dict[str, float | None]) -> bool | None:
+        """``values``: medians by subject; ``ratios``: dkron_exec / baseline by baseline."""
         if self.kind == "at_most":
-            return mine <= self.value
-        base = values.get(self.baseline)
-        if not base:
-            return None
-        return mine / base >= self.value
+            mine = values.get(PRIMARY)
+            return None if mine is None else mine <= self.value
+        ratio = ratios.get(self.baseline)
+        return None if ratio is None else ratio >= self.value
 
 
 @dataclass

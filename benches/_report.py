@@ -36,7 +36,7 @@ def row(result: Result) -> str:
     for name in BASELINES:
         cells += [number(med.get(name)), ratio(result.ratio(name))]
     cells.append("; ".join(t.describe().replace(" c", " C").replace(" python", " Py") for t in fig.targets))
-    cells.append("; ".join(verdict(t.met(med)) for t in fig.targets))
+    cells.append("; ".join(verdict(t.met(med, result.ratios)) for t in fig.targets))
     if result.errors:
         cells[0] += " (failed: " + ", ".join(result.errors) + ")"
     return "| " + " | ".join(cells) + " |"
@@ -54,7 +54,7 @@ def target_summary(results: Iterable[Result]) -> dict[str, dict[str, Any]]:
     for result in results:
         for target in result.figure.targets:
             entry = summary.setdefault(target.label, {"met": True, "missed": [], "unmeasured": []})
-            met = target.met(result.medians)
+            met = target.met(result.medians, result.ratios)
             if met is None:
                 entry["unmeasured"].append(result.figure.title)
             elif not met:
@@ -100,9 +100,10 @@ def record(result: Result, group: str) -> dict[str, Any]:
         "subjects": {s.name: s.note for s in fig.subjects},
         "samples": result.samples,
         "medians": result.medians,
-        "ratios": {name: result.ratio(name) for name in fig.baselines},
+        "ratios": result.ratios,
         "targets": [
-            {"target": t.describe(), "label": t.label, "met": t.met(result.medians)} for t in fig.targets
+            {"target": t.describe(), "label": t.label, "met": t.met(result.medians, result.ratios)}
+            for t in fig.targets
         ],
         "errors": result.errors,
     }

@@ -33,8 +33,9 @@ def label(size: int) -> str:
 
 
 def throughput(env: Env, writer: Path, size: int) -> Figure:
-    # Enough runs per sample to move ~50 MB (200 MB in full), at most 100 runs.
-    budget = env.pick(test=size, quick=50_000_000, full=200_000_000)
+    # Enough runs per sample to move ~200 MB (500 MB in full), at most 100 runs: short samples are
+    # at the mercy of one scheduler hiccup.
+    budget = env.pick(test=size, quick=200_000_000, full=500_000_000)
     n = max(1, min(100 if not env.is_test else 1, budget // size))
     ex, spec = executor(), job("capture", f"{writer} {size}")
 

@@ -41,7 +41,7 @@ def discover() -> dict[str, str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benches.compare", description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="more samples and bigger loops (slower)")
-    parser.add_argument("--reps", type=int, help="samples per subject (default: 5 quick, 9 full)")
+    parser.add_argument("--reps", type=int, help="samples per subject (default: 7 quick, 11 full)")
     parser.add_argument("--only", help="comma-separated groups to run (default: all)")
     parser.add_argument("--out", type=Path, default=_baselines.RESULTS, help="results folder")
     parser.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = Env(mode="full" if args.full else "quick", results=args.out)
-    reps = args.reps or (9 if args.full else 5)
+    reps = args.reps or (11 if args.full else 7)
     args.out.mkdir(parents=True, exist_ok=True)
     broken = discover()
     names = list(dict.fromkeys([*EXPECTED, *registered()]))
