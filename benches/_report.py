@@ -83,7 +83,7 @@ def legend(results: Iterable[Result]) -> list[str]:
         family = result.figure.series or result.figure.id
         if family not in seen:
             notes = "; ".join(f"{s.name}: {s.note}" for s in result.figure.subjects if s.note)
-            seen[family] = f"- {result.figure.title.split(',')[0]}: {notes}"
+            seen[family] = f"- {family}: {notes}"
     return list(seen.values())
 
 
