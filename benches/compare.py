@@ -1,0 +1,115 @@
+"""One command: dkron_exec against plain Python and the C limit, on this machine, in one run.
+
+    python -m benches.compare            # quick: a few minutes
+    python -m benches.compare --full     # more samples, bigger loops
+    python -m benches.compare --only spawn --reps 3
+
+Prints the table (medians, ratios, targets), writes ``bench-results/results.json`` (plus a timestamped
+copy), ``bench-results/table.md`` and PNG charts. Every group is a ``benches/bench_*.py`` module that
+registers its figures (see ``_registry.py``); a group whose component is not built is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+from . import _baselines, _charts, _machine, _report
+from ._measure import Result, measure
+from ._registry import EXPECTED, Env, Missing, build, registered
+
+PACKAGE = Path(__file__).parent
+
+
+def discover() -> dict[str, str]:
+    """Imports every benches/bench_*.py; returns the modules that could not be imported, with why."""
+    broken = {}
+    for info in pkgutil.iter_modules([str(PACKAGE)]):
+        if info.name.startswith("bench_"):
+            try:
+                importlib.import_module(f"{__package__}.{info.name}")
+            except ImportError as exc:  # a group for a component that is not in this build
+                broken[info.name] = str(exc)
+    return broken
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benches.compare", description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help="more samples and bigger loops (slower)")
+    parser.add_argument("--reps", type=int, help="samples per subject (default: 7 quick, 11 full)")
+    parser.add_argument("--only", help="comma-separated groups to run (default: all)")
+    parser.add_argument("--out", type=Path, default=_baselines.RESULTS, help="results folder")
+    parser.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = Env(mode="full" if args.full else "quick", results=args.out)
+    reps = args.reps or (11 if args.full else 7)
+    args.out.mkdir(parents=True, exist_ok=True)
+    broken = discover()
+    names = list(dict.fromkeys([*EXPECTED, *registered()]))
+    if args.only:
+        names = [n for n in names if n in args.only.split(",")]
+
+    machine = _machine.describe()
+    print(f"# dkron_exec benchmarks ({env.mode}, median of {reps})\n\n{_machine.one_line(machine)}\n")
+    results: list[tuple[str, Result]] = []
+    skipped: dict[str, str] = {}
+    started = time.time()
+    for name in names:
+        try:
+            figures = build(name, env)
+        except Missing as exc:
+            skipped[name] = str(exc)
+            print(f"[skip] {name}: {exc}", file=sys.stderr)
+            continue
+        for figure in figures:
+            t0 = time.perf_counter()
+            result = measure(figure, reps)
+            results.append((name, result))
+            print(f"[{time.perf_counter() - t0:5.1f}s] {_report.row(result)}", file=sys.stderr)
+    machine["loadavg_end"] = _machine.describe()["loadavg"]
+
+    only = [r for _, r in results]
+    summary = _report.target_summary(only)
+    text = "\n".join(
+        [
+            _report.table(only),
+            "",
+            "Targets:",
+            *_report.summary_lines(summary, skipped),
+            "",
+            "Baselines:",
+            *_report.legend(only),
+        ]
+    )
+    print(text)
+    record = {
+        "mode": env.mode,
+        "reps": reps,
+        "started": started,
+        "seconds": time.time() - started,
+        "machine": machine,
+        "figures": [_report.record(r, g) for g, r in results],
+        "targets": summary,
+        "skipped": skipped,
+        "unimportable": broken,
+    }
+    blob = json.dumps(record, indent=2)
+    (args.out / "results.json").write_text(blob)
+    (args.out / time.strftime("results-%Y%m%d-%H%M%S.json", time.localtime(started))).write_text(blob)
+    (args.out / "table.md").write_text(f"{_machine.one_line(machine)}\n\n{text}\n")
+    charts = [] if args.no_charts else _charts.draw(only, args.out)
+    print(f"\nwrote {args.out / 'results.json'}, {args.out / 'table.md'}", *charts, sep="\n  ")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
