@@ -347,7 +347,15 @@ impl Supervisor {
             Incoming::Frame(f) => f,
             Incoming::Broken(e) => return self.fail_process(FailureKind::Protocol, format!("{e}; killed")).await,
             Incoming::Eof => {
-                return self.fail_process(FailureKind::Crashed, "closed the RPC channel").await;
+                // Usually the plugin is exiting: give it a moment, so the error can say how.
+                let exited = match self.proc.as_mut() {
+                    Some(p) => timeout(Duration::from_millis(500), p.child.wait()).await.ok(),
+                    None => None,
+                };
+                return match exited {
+                    Some(status) => self.on_exit(status).await,
+                    None => self.fail_process(FailureKind::Crashed, "closed the RPC channel; killed").await,
+                };
             }
         };
         let ready = self.proc.as_ref().is_some_and(|p| p.ready);
