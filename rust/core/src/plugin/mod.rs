@@ -10,6 +10,9 @@ pub mod run;
 pub mod spawn;
 pub mod supervisor;
 
+// Re-exported so the binding speaks the same JSON types without a dependency of its own.
+pub use serde_json;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
