@@ -10,11 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from plugin_support import EXAMPLES, PROCESSOR, install
-
 from dkron_exec import Executor, discover_plugins
 from dkron_exec.cli import main
 from dkron_exec.discovery import default_plugin_dirs, parse_plugin_name
+from plugin_support import EXAMPLES, PROCESSOR, install
 
 GO = Path("/usr/local/go/bin/go")
 
@@ -90,7 +89,7 @@ def test_cli_lists_plugins(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     install(tmp_path / "b", "executor", "two", "", mode=0o644)
     assert main(["plugins", "--plugin-dir", str(tmp_path / "a"), "--plugin-dir", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
-    assert f"processor  one" in out and str(tmp_path / "b" / "dkron-processor-one") in out
+    assert "processor  one" in out and str(tmp_path / "b" / "dkron-processor-one") in out
     assert f"overrides {tmp_path / 'a' / 'dkron-processor-one'}" in out
     assert "refused" in out and "not executable" in out
 
@@ -102,10 +101,20 @@ def go_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("go") / "dkron-processor-wordcount"
     # A cache that outlives the run: a cold build of the standard library takes half a minute.
     cache = Path(os.environ.get("GOCACHE") or "/tmp/dkron-exec-gocache")
-    env = {**os.environ, "GOCACHE": str(cache), "GOPATH": str(tmp_path_factory.mktemp("gopath")),
-           "GOFLAGS": "", "CGO_ENABLED": "0"}
-    subprocess.run([str(GO), "build", "-o", str(out), "."], cwd=EXAMPLES / "go-processor", env=env,
-                   check=True, timeout=300)
+    env = {
+        **os.environ,
+        "GOCACHE": str(cache),
+        "GOPATH": str(tmp_path_factory.mktemp("gopath")),
+        "GOFLAGS": "",
+        "CGO_ENABLED": "0",
+    }
+    subprocess.run(
+        [str(GO), "build", "-o", str(out), "."],
+        cwd=EXAMPLES / "go-processor",
+        env=env,
+        check=True,
+        timeout=300,
+    )
     return out
 
 
@@ -116,8 +125,13 @@ def test_the_go_example_plugin(tmp_path: Path, go_plugin: Path, caplog: pytest.L
     install(folder, "processor", "py", PROCESSOR)
     caplog.set_level(logging.INFO, logger="dkron_exec.plugin")
     with Executor(":memory:", node_name="n", plugin_dirs=[folder]) as ex:
-        execution = ex.run({"name": "g", "command": "printf 'a b c\\nd\\n'",
-                            "processors": {"py": {"append": "e f\n"}, "wordcount": {"label": "words"}}})
+        execution = ex.run(
+            {
+                "name": "g",
+                "command": "printf 'a b c\\nd\\n'",
+                "processors": {"py": {"append": "e f\n"}, "wordcount": {"label": "words"}},
+            }
+        )
         assert execution.processor_errors == []
         assert execution.output == b"a b c\nd\ne f\nwords: 6, lines: 3\n"
         assert execution.success and execution.exit_code == 0 and execution.node_name == "n"

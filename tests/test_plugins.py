@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 from conftest import pid_alive, wait_gone
-from plugin_support import PROCESSOR, install, install_example
-
 from dkron_exec import Executor, PluginError
 from dkron_exec.plugin import COOKIE_VALUE
+from plugin_support import PROCESSOR, install, install_example
 
 
 @pytest.fixture
@@ -38,7 +37,9 @@ def job(processors: dict[str, dict[str, str]], command: str = "echo hello") -> d
     return {"name": "j", "command": command, "processors": processors}
 
 
-def test_a_chain_of_two_plugin_processors_runs_in_order_then_the_store(ex: Executor, plugin_dir: Path) -> None:
+def test_a_chain_of_two_plugin_processors_runs_in_order_then_the_store(
+    ex: Executor, plugin_dir: Path
+) -> None:
     install(plugin_dir, "processor", "first", PROCESSOR)
     install(plugin_dir, "processor", "second-one", PROCESSOR)
     for order in (["first", "second-one"], ["second-one", "first"]):
@@ -51,7 +52,9 @@ def test_a_chain_of_two_plugin_processors_runs_in_order_then_the_store(ex: Execu
         assert stored.success and stored.exit_code == 0
 
 
-def test_mixed_chain_with_the_log_builtin(ex: Executor, plugin_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mixed_chain_with_the_log_builtin(
+    ex: Executor, plugin_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # MIXED BUILT-IN + PLUGIN CHAIN: needs the `log` built-in (another branch); skipped until merged.
     pytest.importorskip("dkron_exec.processors.log")
     install(plugin_dir, "processor", "mark", PROCESSOR)
@@ -74,8 +77,9 @@ def test_an_executor_plugin_streams_its_output(ex: Executor, plugin_dir: Path) -
         times.append(time.monotonic())
 
     command = "echo one; sleep 0.3; echo two >&2; sleep 0.3; echo three"
-    execution = ex.run({"name": "s", "executor": "stream", "executor_config": {"command": command}},
-                       on_output=on_output)
+    execution = ex.run(
+        {"name": "s", "executor": "stream", "executor_config": {"command": command}}, on_output=on_output
+    )
     assert execution.success, execution.output
     assert execution.output.count(b"\n") == 3 and b"two" in execution.output
     assert (b"two\n", True) in chunks and (b"one\n", False) in chunks
@@ -92,19 +96,29 @@ def test_executor_plugin_timeout_and_output_limit(tmp_path: Path, plugin_dir: Pa
     install_example(plugin_dir, "executor", "stream", "stream_executor.py")
     with Executor(":memory:", plugin_dirs=[plugin_dir], output_limit=200) as ex:
         started = time.monotonic()
-        slow = ex.run({"name": "t", "executor": "stream",
-                       "executor_config": {"command": "echo early; sleep 30", "timeout": "500ms"}})
+        slow = ex.run(
+            {
+                "name": "t",
+                "executor": "stream",
+                "executor_config": {"command": "echo early; sleep 30", "timeout": "500ms"},
+            }
+        )
         assert time.monotonic() - started < 5
         assert not slow.success and "timeout 500ms" in (slow.error or "")
         assert slow.output.startswith(b"early\n")
         big = ex.run({"name": "t", "executor": "stream", "executor_config": {"command": "seq 1 1000"}})
         assert big.success and big.output_truncated and len(big.output) == 200
-        assert big.output.endswith(b"1000\n") and big.output_size == len(b"\n".join(b"%d" % i for i in range(1, 1001))) + 1
+        assert (
+            big.output.endswith(b"1000\n")
+            and big.output_size == len(b"\n".join(b"%d" % i for i in range(1, 1001))) + 1
+        )
 
 
 async def test_executor_plugin_from_asyncio(ex: Executor, plugin_dir: Path) -> None:
     install_example(plugin_dir, "executor", "stream", "stream_executor.py")
-    execution = await ex.run_async({"name": "a", "executor": "stream", "executor_config": {"command": "echo hi"}})
+    execution = await ex.run_async(
+        {"name": "a", "executor": "stream", "executor_config": {"command": "echo hi"}}
+    )
     assert execution.success and execution.output == b"hi\n"
 
 
@@ -116,8 +130,15 @@ def test_eight_concurrent_executions_share_one_plugin_process(ex: Executor, plug
     started = time.monotonic()
 
     def one(i: int) -> None:
-        results.append(ex.run({"name": f"c{i}", "command": f"echo {i}",
-                               "processors": {"slow": {"sleep": "0.5", "pid": "1"}}}))
+        results.append(
+            ex.run(
+                {
+                    "name": f"c{i}",
+                    "command": f"echo {i}",
+                    "processors": {"slow": {"sleep": "0.5", "pid": "1"}},
+                }
+            )
+        )
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
     for t in threads:
@@ -190,7 +211,9 @@ while True:
     ],
     ids=["garbage", "oversize"],
 )
-def test_garbage_and_oversize_frames_kill_the_plugin(ex: Executor, plugin_dir: Path, payload: bytes, expect: str) -> None:
+def test_garbage_and_oversize_frames_kill_the_plugin(
+    ex: Executor, plugin_dir: Path, payload: bytes, expect: str
+) -> None:
     install(plugin_dir, "processor", "bad", f"PAYLOAD = b'{payload.decode()}'\n" + GARBAGE)
     execution = ex.run(job({"bad": {}}))
     [err] = execution.processor_errors
@@ -202,13 +225,19 @@ def test_garbage_and_oversize_frames_kill_the_plugin(ex: Executor, plugin_dir: P
 def test_print_noise_goes_to_logging_not_the_channel(
     ex: Executor, plugin_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    noisy = 'print("starting up, lots to say")\nimport sys\nprint("[ERROR] on stderr", file=sys.stderr)\n' + PROCESSOR
+    noisy = (
+        'print("starting up, lots to say")\nimport sys\nprint("[ERROR] on stderr", file=sys.stderr)\n'
+        + PROCESSOR
+    )
     install(plugin_dir, "processor", "noisy", noisy)
     caplog.set_level(logging.DEBUG, logger="dkron_exec.plugin")
     execution = ex.run(job({"noisy": {"print": "printing during the call", "append": "!"}}))
     assert execution.output == b"hello\n!" and execution.processor_errors == []
     deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and len([r for r in caplog.records if r.name == "dkron_exec.plugin.noisy"]) < 3:
+    while (
+        time.monotonic() < deadline
+        and len([r for r in caplog.records if r.name == "dkron_exec.plugin.noisy"]) < 3
+    ):
         time.sleep(0.05)
     records = {(r.name, r.levelno, r.getMessage()) for r in caplog.records}
     assert ("dkron_exec.plugin.noisy", logging.INFO, "starting up, lots to say") in records

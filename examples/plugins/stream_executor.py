@@ -35,8 +35,10 @@ class StreamExecutor:
             for line in iter(stream.readline, b""):  # type: ignore[attr-defined]
                 status.update(line, is_error)
 
-        readers = [threading.Thread(target=pump, args=(proc.stdout, False)),
-                   threading.Thread(target=pump, args=(proc.stderr, True))]
+        readers = [
+            threading.Thread(target=pump, args=(proc.stdout, False)),
+            threading.Thread(target=pump, args=(proc.stderr, True)),
+        ]
         for r in readers:
             r.start()
         while proc.poll() is None:

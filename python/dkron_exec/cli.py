@@ -104,7 +104,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         doc = {
             "searched": [str(d) for d in [*default_plugin_dirs(), *args.plugin_dir]],
             "plugins": [
-                {"kind": p.kind, "name": p.name, "path": str(p.path), "overrides": [str(o) for o in p.overrides]}
+                {
+                    "kind": p.kind,
+                    "name": p.name,
+                    "path": str(p.path),
+                    "overrides": [str(o) for o in p.overrides],
+                }
                 for p in found.all()
             ],
             "refused": [{"path": str(path), "reason": why} for path, why in found.refused],
@@ -149,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     val.set_defaults(func=cmd_validate)
 
     plug = sub.add_parser("plugins", help="list the plugins found, where, and those refused")
-    plug.add_argument("--plugin-dir", action="append", default=[], help="another folder to search (repeatable)")
+    plug.add_argument("--plugin-dir", action="append", default=[], help="another folder (repeatable)")
     plug.add_argument("--json", action="store_true")
     plug.set_defaults(func=cmd_plugins)
     return parser

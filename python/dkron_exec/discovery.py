@@ -96,7 +96,9 @@ def discover_plugins(
 ) -> DiscoveredPlugins:
     """Plugins in ``defaults`` (None: ``default_plugin_dirs()``) and then ``dirs``; last found wins."""
     found = DiscoveredPlugins()
-    folders = [Path(d) for d in (default_plugin_dirs() if defaults is None else defaults)] + [Path(d) for d in dirs]
+    folders = [Path(d) for d in (default_plugin_dirs() if defaults is None else defaults)] + [
+        Path(d) for d in dirs
+    ]
     seen: set[Path] = set()
     for folder in folders:
         key = folder.absolute()

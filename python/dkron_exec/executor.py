@@ -207,7 +207,9 @@ class Executor:
                 for info in found.all():
                     builtin = info.name in BUILTIN_NAMES if info.kind == "processor" else info.name == "shell"
                     if builtin:
-                        log.warning("%s plugin %s is ignored: the built-in %r wins", info.kind, info.path, info.name)
+                        log.warning(
+                            "%s plugin %s is ignored: the built-in %r wins", info.kind, info.path, info.name
+                        )
                         del found.of_kind(info.kind)[info.name]
                 self._plugins = PluginManager(found, call_timeout=self.plugin_timeout)
             return self._plugins

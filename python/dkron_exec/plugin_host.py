@@ -27,8 +27,14 @@ log = logging.getLogger("dkron_exec.plugin")
 
 OutputCallback = Callable[[bytes, bool], None]
 
-_LEVELS = {"[TRACE]": logging.DEBUG, "[DEBUG]": logging.DEBUG, "[INFO]": logging.INFO,
-           "[WARN]": logging.WARNING, "[WARNING]": logging.WARNING, "[ERROR]": logging.ERROR}
+_LEVELS = {
+    "[TRACE]": logging.DEBUG,
+    "[DEBUG]": logging.DEBUG,
+    "[INFO]": logging.INFO,
+    "[WARN]": logging.WARNING,
+    "[WARNING]": logging.WARNING,
+    "[ERROR]": logging.ERROR,
+}
 
 
 def _level(stream: str, line: str) -> int:
@@ -52,7 +58,9 @@ class PluginManager:
     ) -> None:
         self.plugins = plugins
         self.call_timeout = call_timeout
-        self._host = _core.PluginHost(start_timeout=start_timeout, cancel_grace=cancel_grace, stop_grace=stop_grace)
+        self._host = _core.PluginHost(
+            start_timeout=start_timeout, cancel_grace=cancel_grace, stop_grace=stop_grace
+        )
         for info in plugins.all():
             self._host.register(info.kind, info.name, str(info.path))
         self._closed = False
@@ -143,8 +151,9 @@ class PluginRunHandle:
         self._run = run
         self._pump: threading.Thread | None = None
         if on_output is not None:
-            self._pump = threading.Thread(target=self._deliver, args=(on_output,), daemon=True,
-                                          name="dkron-exec-plugin-output")
+            self._pump = threading.Thread(
+                target=self._deliver, args=(on_output,), daemon=True, name="dkron-exec-plugin-output"
+            )
             self._pump.start()
 
     def _deliver(self, on_output: OutputCallback) -> None:

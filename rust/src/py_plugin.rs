@@ -48,7 +48,7 @@ pub struct PluginHost {
 impl PluginHost {
     #[new]
     #[pyo3(signature = (*, start_timeout = 10.0, cancel_grace = 1.0, stop_grace = 2.0, backoff_max = 5.0,
-                        max_frame = MAX_FRAME))]
+                        max_frame = 67_108_864))]
     fn new(start_timeout: f64, cancel_grace: f64, stop_grace: f64, backoff_max: f64, max_frame: usize) -> PyResult<Self> {
         let secs = |v: f64, name: &str| seconds(Some(v), name).map(Option::unwrap_or_default);
         let config = HostConfig {

@@ -16,7 +16,14 @@ docs/PROTOCOL.md.
 """
 
 from .serve import serve
-from .types import ExecuteRequest, ExecuteResponse, ExecutorPlugin, ProcessorArgs, ProcessorPlugin, StatusHelper
+from .types import (
+    ExecuteRequest,
+    ExecuteResponse,
+    ExecutorPlugin,
+    ProcessorArgs,
+    ProcessorPlugin,
+    StatusHelper,
+)
 from .wire import COOKIE_KEY, COOKIE_VALUE, MAX_FRAME, PROTOCOL_VERSION
 
 __all__ = [

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
 import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn, cast
 
 from .types import ExecuteRequest, ExecutorPlugin, ProcessorArgs, ProcessorPlugin, StatusHelper
 from .wire import (
@@ -38,7 +39,7 @@ def _name_from_argv(kind: str) -> str:
 class _Connection:
     def __init__(self, sock: socket.socket, max_frame: int) -> None:
         self.sock = sock
-        self.reader = sock.makefile("rb", buffering=1 << 16)
+        self.reader = cast(BinaryIO, sock.makefile("rb", buffering=1 << 16))
         self.max_frame = max_frame
         self._lock = threading.Lock()
 
@@ -55,7 +56,11 @@ class _Connection:
 
 class _Server:
     def __init__(
-        self, conn: _Connection, processor: ProcessorPlugin | None, executor: ExecutorPlugin | None, workers: int
+        self,
+        conn: _Connection,
+        processor: ProcessorPlugin | None,
+        executor: ExecutorPlugin | None,
+        workers: int,
     ) -> None:
         self.conn = conn
         self.processor = processor
@@ -96,10 +101,8 @@ class _Server:
                 self._execute(call_id, header, body)
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
-            try:
+            with contextlib.suppress(OSError):
                 self.conn.answer_error(call_id, f"{type(exc).__name__}: {exc}")
-            except OSError:
-                pass
         finally:
             with self.cancels_lock:
                 self.cancels.pop(call_id, None)
@@ -110,7 +113,9 @@ class _Server:
         execution = execution_from_fields(header.get("execution") or {}, body)
         config = {str(k): str(v) for k, v in (header.get("config") or {}).items()}
         result = self.processor.process(ProcessorArgs(execution=execution, config=config))
-        self.conn.send({"type": "result", "id": call_id, "execution": execution_fields(result)}, result.output)
+        self.conn.send(
+            {"type": "result", "id": call_id, "execution": execution_fields(result)}, result.output
+        )
 
     def _execute(self, call_id: int, header: dict[str, Any], body: bytes) -> None:
         if self.executor is None:
@@ -156,7 +161,9 @@ def serve(
         sys.exit(1)
     offered = {v.strip() for v in os.environ.get(VERSIONS_ENV, "").split(",")}
     if str(PROTOCOL_VERSION) not in offered:
-        sys.stderr.write(f"dkron plugin {name}: the host offers protocol versions {sorted(offered)}, we speak 1\n")
+        sys.stderr.write(
+            f"dkron plugin {name}: the host offers protocol versions {sorted(offered)}, we speak 1\n"
+        )
         sys.exit(1)
     # print() in the plugin must reach the host's log line by line, not at exit.
     for stream in (sys.stdout, sys.stderr):

@@ -67,4 +67,3 @@ class ProcessorPlugin(Protocol):
 
 class ExecutorPlugin(Protocol):
     def execute(self, request: ExecuteRequest, status: StatusHelper) -> ExecuteResponse: ...
-
