@@ -17,6 +17,11 @@ use dkron_exec_core::plugin::serde_json::{self, Map, Value};
 
 use crate::{seconds, Outcome, SIGNAL_POLL};
 
+/// (plugin, stream, line)
+type LogTuple = (String, &'static str, String);
+/// (is_stderr, chunk)
+type ChunkTuple<'py> = (bool, Bound<'py, PyBytes>);
+
 fn kind_of(kind: &str) -> PyResult<Kind> {
     Kind::parse(kind).ok_or_else(|| PyValueError::new_err(format!("kind must be 'processor' or 'executor', got {kind:?}")))
 }
@@ -151,7 +156,7 @@ impl PluginHost {
 
     /// Plugin output lines as (plugin, stream, line); waits up to `timeout`. None once closed.
     #[pyo3(signature = (timeout = 0.0))]
-    fn drain_logs(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Vec<(String, &'static str, String)>>> {
+    fn drain_logs(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Vec<LogTuple>>> {
         let timeout = seconds(Some(timeout), "timeout")?.unwrap_or_default();
         let logs = self.inner.logs();
         let lines = py.detach(|| logs.drain(timeout));
@@ -208,7 +213,7 @@ impl PluginRun {
     /// Streamed (is_stderr, chunk) pairs; waits up to `timeout`. None once the run ended and
     /// every chunk was taken.
     #[pyo3(signature = (timeout = 0.05))]
-    fn next_chunks<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Option<Vec<(bool, Bound<'py, PyBytes>)>>> {
+    fn next_chunks<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Option<Vec<ChunkTuple<'py>>>> {
         let timeout = seconds(Some(timeout), "timeout")?.unwrap_or(Duration::ZERO);
         let chunks = py.detach(|| self.inner.next_chunks(timeout));
         Ok(chunks.map(|cs| cs.into_iter().map(|(err, data)| (err, PyBytes::new(py, &data))).collect()))
