@@ -2,6 +2,8 @@
 
 from typing import final
 
+__all__ = ["PLUGIN_MAX_FRAME", "Engine", "Outcome", "PluginHost", "PluginRun", "RunHandle", "__version__"]
+
 __version__: str
 
 @final

@@ -78,17 +78,27 @@ impl LogQueue {
 #[derive(Default)]
 pub struct LineSplitter {
     pending: Vec<u8>,
+    /// The last line was cut at the cap: a newline right after it ends nothing new.
+    cut: bool,
 }
 
 impl LineSplitter {
     pub fn feed(&mut self, data: &[u8], max: usize, mut emit: impl FnMut(String)) {
         for &b in data {
             if b == b'\n' {
-                emit(take_line(&mut self.pending));
+                let empty = self.pending.is_empty() || self.pending == b"\r";
+                if !(self.cut && empty) {
+                    emit(take_line(&mut self.pending));
+                }
+                self.pending.clear();
+                self.cut = false;
             } else {
                 self.pending.push(b);
                 if self.pending.len() >= max {
                     emit(take_line(&mut self.pending));
+                    self.cut = true;
+                } else if b != b'\r' {
+                    self.cut = false;
                 }
             }
         }
