@@ -8,6 +8,7 @@
 """
 
 from ._core import __version__
+from .discovery import discover_plugins
 from .errors import ConcurrencyError, DkronExecError, ExecutorClosedError, JobError, PluginError
 from .execution import Execution
 from .executor import Executor
@@ -27,4 +28,5 @@ __all__ = [
     "ShellConfig",
     "__version__",
     "default_store_path",
+    "discover_plugins",
 ]

@@ -1,12 +1,15 @@
-"""The Rust core (``rust/``): process supervision for the shell executor, and the syslog sink."""
+"""The Rust core (``rust/``): the job engine, the files/log/syslog sinks, and the plugin host."""
 
 import os
 from pathlib import Path
 from typing import final
 
 __all__ = [
+    "PLUGIN_MAX_FRAME",
     "Engine",
     "Outcome",
+    "PluginHost",
+    "PluginRun",
     "RunHandle",
     "SyslogSink",
     "__version__",
@@ -151,3 +154,57 @@ class SyslogSink:
     def destination(self) -> str: ...
     @property
     def connected(self) -> bool: ...
+
+# -- the plugin host ---------------------------------------------------------------------------
+
+PLUGIN_MAX_FRAME: int
+
+@final
+class PluginHost:
+    """Plugin processes (docs/PROTOCOL.md): started on first use, reused, restarted after a crash."""
+
+    def __new__(
+        cls,
+        *,
+        start_timeout: float = 10.0,
+        cancel_grace: float = 1.0,
+        stop_grace: float = 2.0,
+        backoff_max: float = 5.0,
+        max_frame: int = 67108864,
+    ) -> PluginHost: ...
+    def register(self, kind: str, name: str, path: str) -> None: ...
+    def process(
+        self, name: str, fields: bytes, body: bytes, timeout: float | None = None
+    ) -> tuple[bytes, bytes]:
+        """One processor call; returns the answer's JSON header and its body. Raises PluginError."""
+
+    def execute(
+        self,
+        name: str,
+        job_name: str,
+        config: bytes,
+        payload: bytes = ...,
+        *,
+        timeout: float | None = None,
+        output_limit: int = 256000,
+        stream: bool = False,
+    ) -> PluginRun: ...
+    def pid(self, kind: str, name: str) -> int | None: ...
+    def stop(self, kind: str, name: str, grace: float = 2.0) -> None: ...
+    def drain_logs(self, timeout: float = 0.0) -> list[tuple[str, str, str]] | None:
+        """Plugin output lines (plugin, stream, line); None once the host is closed."""
+
+    def close(self, grace: float = 2.0) -> None: ...
+
+@final
+class PluginRun:
+    """An executor-plugin run, with the interface of RunHandle."""
+
+    def wait(self, timeout: float | None = None) -> Outcome | None: ...
+    def result(self) -> Outcome | None: ...
+    def done(self) -> bool: ...
+    def cancel(self) -> None: ...
+    def next_chunks(self, timeout: float = 0.05) -> list[tuple[bool, bytes]] | None: ...
+    @property
+    def pid(self) -> int | None: ...
+    def fileno(self) -> int: ...

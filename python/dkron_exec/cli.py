@@ -47,7 +47,7 @@ def _print_execution(execution: Execution) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     job = _read_job(args.job)
-    with Executor(args.store, node_name=args.node) as executor:
+    with Executor(args.store, node_name=args.node, plugin_dirs=args.plugin_dir) as executor:
         execution = executor.run(job)
         # Show the record as stored, which is what later `executions` calls will see.
         stored = executor.execution(job.name, execution.key) or execution
@@ -97,6 +97,41 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .discovery import default_plugin_dirs, discover_plugins
+    from .processors import BUILTIN_NAMES
+
+    found = discover_plugins(args.plugin_dir)
+    if args.json:
+        doc = {
+            "searched": [str(d) for d in [*default_plugin_dirs(), *args.plugin_dir]],
+            "plugins": [
+                {
+                    "kind": p.kind,
+                    "name": p.name,
+                    "path": str(p.path),
+                    "overrides": [str(o) for o in p.overrides],
+                }
+                for p in found.all()
+            ],
+            "refused": [{"path": str(path), "reason": why} for path, why in found.refused],
+        }
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    print("searched: " + ", ".join(str(d) for d in [*default_plugin_dirs(), *args.plugin_dir]))
+    if not found.all():
+        print("no plugins found")
+    for p in found.all():
+        builtin = p.name in BUILTIN_NAMES if p.kind == "processor" else p.name == "shell"
+        note = "  (ignored: the built-in of that name wins)" if builtin else ""
+        print(f"{p.kind:<10} {p.name:<20} {p.path}{note}")
+        for old in p.overrides:
+            print(f"{'':<10} {'':<20}   overrides {old}")
+    for path, why in found.refused:
+        print(f"refused    {path}: {why}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dkron-exec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--store", help=f"SQLite file or :memory: (default {default_store_path()})")
     run.add_argument("--node", help="node name recorded on the execution (default: host name)")
     run.add_argument("--json", action="store_true", help="print the execution as JSON")
+    run.add_argument("--plugin-dir", action="append", default=[], help="another plugin folder (repeatable)")
     run.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("executions", help="list a job's stored executions, newest first")
@@ -118,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a job file and show its next run")
     val.add_argument("job")
     val.set_defaults(func=cmd_validate)
+
+    plug = sub.add_parser("plugins", help="list the plugins found, where, and those refused")
+    plug.add_argument("--plugin-dir", action="append", default=[], help="another folder (repeatable)")
+    plug.add_argument("--json", action="store_true")
+    plug.set_defaults(func=cmd_plugins)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import socket
@@ -15,14 +16,19 @@ from typing import Any
 
 from . import _core
 from .chain import run_chain
+from .discovery import discover_plugins
+from .durations import parse_go_duration
 from .errors import ConcurrencyError, ExecutorClosedError
 from .execution import Execution, datetime_from_ns, make_key
 from .job import Job
+from .plugin_host import OutputCallback, PluginManager
 from .processors import BUILTIN_NAMES, ProcessContext, Processor, builtin_class
 from .shell import ShellSetupError, process_spec
 from .store import DEFAULT_RETENTION, SQLiteStore, default_store_path
 
 JobLike = Job | Mapping[str, Any] | str | bytes
+
+log = logging.getLogger("dkron_exec.executor")
 
 DEFAULT_OUTPUT_LIMIT = 256_000
 
@@ -74,6 +80,10 @@ class Executor:
     is where output that outgrows ``output_limit`` is spooled for processors that want all of it
     (files); by default ``default_spool_dir()``. A spool file lives only while its execution goes
     through the processors.
+
+    Plugins (``dkron-processor-NAME``, ``dkron-executor-NAME``) are found in ``/etc/dkron/plugins``,
+    the Python executable's folder, then ``plugin_dirs`` (last found wins); a built-in of the same
+    name wins over a plugin. ``plugin_timeout`` bounds each plugin processor call, in seconds.
     """
 
     def __init__(
@@ -88,6 +98,7 @@ class Executor:
         worker_threads: int = 1,
         pipe_grace: float = 1.0,
         spool_dir: str | os.PathLike[str] | None = None,
+        plugin_timeout: float | None = 30.0,
     ) -> None:
         if isinstance(output_limit, bool) or not isinstance(output_limit, int) or output_limit < 0:
             raise ValueError(f"output_limit must be a non-negative integer, got {output_limit!r}")
@@ -109,18 +120,22 @@ class Executor:
         self._state = threading.Condition()
         self._closed = False
         self._processors: dict[str, Processor] = {}
+        self.plugin_timeout = plugin_timeout
+        self._plugins: PluginManager | None = None
 
     # -- public API --------------------------------------------------------------------------
 
-    def run(self, job: JobLike) -> Execution:
+    def run(self, job: JobLike, *, on_output: OutputCallback | None = None) -> Execution:
         """Runs the job to its end (retries included) and returns the final, stored execution.
+
+        ``on_output(chunk, is_stderr)`` gets an executor plugin's output as it streams.
 
         Blocks with the GIL released. Ctrl-C kills the job's processes, stores the interrupted
         execution, and raises KeyboardInterrupt.
         """
         job = as_job(job)
         with self._claim(job):
-            attempt = _Attempts(self, job)
+            attempt = _Attempts(self, job, on_output)
             while True:
                 handle = attempt.start()
                 if handle is None:
@@ -141,12 +156,12 @@ class Executor:
                     return execution
                 time.sleep(delay)
 
-    async def run_async(self, job: JobLike) -> Execution:
+    async def run_async(self, job: JobLike, *, on_output: OutputCallback | None = None) -> Execution:
         """``run`` for asyncio programs: waits on the job without blocking the event loop."""
         job = as_job(job)
         loop = asyncio.get_running_loop()
         with self._claim(job):
-            attempt = _Attempts(self, job)
+            attempt = _Attempts(self, job, on_output)
             while True:
                 handle = attempt.start()
                 if handle is None:
@@ -191,6 +206,8 @@ class Executor:
             processors = list(self._processors.values())
         for processor in processors:
             processor.close()
+        if self._plugins is not None:
+            self._plugins.close()
         self.store.close()
 
     def __enter__(self) -> Executor:
@@ -201,14 +218,36 @@ class Executor:
 
     # -- internals ---------------------------------------------------------------------------
 
+    @property
+    def plugins(self) -> PluginManager:
+        """The plugins found at first use (discovery runs once per Executor)."""
+        with self._state:
+            if self._plugins is None:
+                found = discover_plugins(self.plugin_dirs)
+                for info in found.all():
+                    builtin = info.name in BUILTIN_NAMES if info.kind == "processor" else info.name == "shell"
+                    if builtin:
+                        log.warning(
+                            "%s plugin %s is ignored: the built-in %r wins", info.kind, info.path, info.name
+                        )
+                        del found.of_kind(info.kind)[info.name]
+                self._plugins = PluginManager(found, call_timeout=self.plugin_timeout)
+            return self._plugins
+
     def _processors_for(self, job: Job) -> dict[str, Processor]:
-        """The built-in processors the job names, made once per Executor (they keep connections)."""
+        """The processors the job names, made once per Executor (they keep connections):
+        built-ins first, then plugins."""
         missing = [name for name in job.processors if name not in self._processors]
         if missing:
+            plugins = self.plugins
             with self._state:
                 for name in missing:
-                    if name in BUILTIN_NAMES and name not in self._processors:
+                    if name in self._processors:
+                        continue
+                    if name in BUILTIN_NAMES:
                         self._processors[name] = builtin_class(name)()
+                    elif plugins.has("processor", name):
+                        self._processors[name] = plugins.processor(name)
         return self._processors
 
     @contextmanager
@@ -238,9 +277,10 @@ class Executor:
 class _Attempts:
     """One call of ``run``: the attempts of a job sharing one execution group."""
 
-    def __init__(self, executor: Executor, job: Job) -> None:
+    def __init__(self, executor: Executor, job: Job, on_output: OutputCallback | None = None) -> None:
         self.executor = executor
         self.job = job
+        self.on_output = on_output
         self.group = time.time_ns()
         self.attempt = 1
         self._setup_error: str | None = None
@@ -251,6 +291,8 @@ class _Attempts:
         """Starts the current attempt; None when it could not even be set up."""
         self._started_ns = time.time_ns()
         ex = self.executor
+        if self.job.executor != "shell" and ex.plugins.has("executor", self.job.executor):
+            return self._start_plugin()
         if self.job.executor != "shell":
             self._setup_error = (
                 f"executor {self.job.executor!r} is not available: "
@@ -269,6 +311,24 @@ class _Attempts:
             spool_dir=str(ex.spool_dir) if self._spool_limit else None,
             spool_limit=self._spool_limit,
             **spec.engine_kwargs(),
+        )
+
+    def _start_plugin(self) -> Any:
+        config = self.job.executor_config
+        try:
+            timeout = parse_go_duration(config["timeout"]) if config.get("timeout") else None
+        except ValueError as exc:
+            self._setup_error = f"executor_config.timeout: {exc}"
+            return None
+        ex = self.executor
+        return ex.plugins.execute(
+            self.job.executor,
+            self.job.name,
+            config,
+            payload=config.get("payload", "").encode(),
+            timeout=timeout or None,
+            output_limit=ex.output_limit,
+            on_output=self.on_output,
         )
 
     def finish(self, outcome: Any, *, interrupted: bool = False) -> Execution:

@@ -15,11 +15,12 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 mod py_syslog;
+mod py_plugin;
 
 /// How often a blocked wait wakes up to let Python handle signals (Ctrl-C).
-const SIGNAL_POLL: Duration = Duration::from_millis(50);
+pub(crate) const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
-fn seconds(value: Option<f64>, name: &str) -> PyResult<Option<Duration>> {
+pub(crate) fn seconds(value: Option<f64>, name: &str) -> PyResult<Option<Duration>> {
     match value {
         None => Ok(None),
         Some(v) if v.is_finite() && v >= 0.0 => Ok(Some(Duration::from_secs_f64(v))),
@@ -161,7 +162,7 @@ impl RunHandle {
 }
 
 #[pyclass(module = "dkron_exec._core", name = "Outcome", frozen, get_all)]
-struct Outcome {
+pub(crate) struct Outcome {
     pid: Option<u32>,
     exit_code: Option<i32>,
     output: Py<PyBytes>,
@@ -177,7 +178,7 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn new(py: Python<'_>, o: &Arc<CoreOutcome>) -> Self {
+    pub(crate) fn new(py: Python<'_>, o: &Arc<CoreOutcome>) -> Self {
         Self {
             pid: o.pid,
             exit_code: o.exit_code,
@@ -218,5 +219,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Outcome>()?;
     py_sinks::register(m)?;
     py_syslog::register(m)?;
+    py_plugin::register(m)?;
     Ok(())
 }

@@ -2,12 +2,13 @@
 //!
 //! `engine` supervises job processes (`job`) on a small tokio runtime; `capture` bounds their
 //! output and `spool` keeps what outgrows it on disk; `proctree` finds and kills whole process
-//! trees.
+//! trees; `sinks` are the built-in processors' writers; `plugin` hosts plugin processes.
 
 pub mod capture;
 pub mod engine;
 pub mod godur;
 pub mod job;
+pub mod plugin;
 pub mod proctree;
 pub mod sinks;
 pub mod spool;

@@ -1,0 +1,3 @@
+module example.com/dkron-processor-wordcount
+
+go 1.22

@@ -1,0 +1,135 @@
+"""Finding plugins on disk, as Dkron does: ``dkron-processor-NAME`` and ``dkron-executor-NAME``.
+
+Folders are searched in order -- ``/etc/dkron/plugins``, the folder of the running Python
+executable (where console scripts of this environment live), then the caller's folders -- and
+the last one found wins. Only regular executable files count; a file anyone may write, or a file
+in a folder anyone may write without the sticky bit, is refused with a warning (anyone could make
+it run code as us).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+log = logging.getLogger("dkron_exec.discovery")
+
+SYSTEM_PLUGIN_DIR = Path("/etc/dkron/plugins")
+KINDS: tuple[Literal["processor", "executor"], ...] = ("processor", "executor")
+
+PluginKind = Literal["processor", "executor"]
+
+
+def default_plugin_dirs() -> list[Path]:
+    # Not resolved: a venv's python is a symlink, and its console scripts sit beside the link.
+    return [SYSTEM_PLUGIN_DIR, Path(sys.executable).parent]
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One plugin found on disk. ``overrides`` lists the files of the same name it won over."""
+
+    kind: PluginKind
+    name: str
+    path: Path
+    overrides: tuple[Path, ...] = ()
+
+
+@dataclass
+class DiscoveredPlugins:
+    processors: dict[str, PluginInfo] = field(default_factory=dict)
+    executors: dict[str, PluginInfo] = field(default_factory=dict)
+    refused: list[tuple[Path, str]] = field(default_factory=list)
+    searched: list[Path] = field(default_factory=list)
+
+    def of_kind(self, kind: PluginKind) -> dict[str, PluginInfo]:
+        return self.processors if kind == "processor" else self.executors
+
+    def all(self) -> list[PluginInfo]:
+        return [*self.processors.values(), *self.executors.values()]
+
+
+def parse_plugin_name(filename: str) -> tuple[PluginKind, str] | None:
+    """``dkron-processor-my-thing(.exe)`` -> ("processor", "my-thing"); None if not a plugin name."""
+    if filename.endswith(".exe"):
+        filename = filename[:-4]
+    for kind in KINDS:
+        prefix = f"dkron-{kind}-"
+        if filename.startswith(prefix) and len(filename) > len(prefix):
+            return kind, filename[len(prefix) :]
+    return None
+
+
+def _folder_unsafe(folder: Path) -> str | None:
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+        return f"its folder {folder} is world-writable without the sticky bit"
+    return None
+
+
+def _check_file(path: Path) -> str | None:
+    """Why the file may not run as a plugin; None if it may. "" means: not a file, skip quietly."""
+    try:
+        st = path.stat()
+    except OSError:
+        return ""
+    if not stat.S_ISREG(st.st_mode):
+        return ""
+    if st.st_mode & stat.S_IWOTH:
+        return "the file is world-writable"
+    if not os.access(path, os.X_OK):
+        return "the file is not executable"
+    return None
+
+
+def discover_plugins(
+    dirs: Sequence[str | os.PathLike[str]] = (), *, defaults: Sequence[str | os.PathLike[str]] | None = None
+) -> DiscoveredPlugins:
+    """Plugins in ``defaults`` (None: ``default_plugin_dirs()``) and then ``dirs``; last found wins."""
+    found = DiscoveredPlugins()
+    folders = [Path(d) for d in (default_plugin_dirs() if defaults is None else defaults)] + [
+        Path(d) for d in dirs
+    ]
+    seen: set[Path] = set()
+    for folder in folders:
+        key = folder.absolute()
+        if key in seen or not folder.is_dir():
+            continue
+        seen.add(key)
+        found.searched.append(folder)
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError as exc:
+            log.warning("cannot list plugin folder %s: %s", folder, exc)
+            continue
+        folder_problem = _folder_unsafe(folder)
+        for filename in names:
+            parsed = parse_plugin_name(filename)
+            if parsed is None:
+                continue
+            kind, name = parsed
+            path = folder / filename
+            problem = folder_problem or _check_file(path)
+            if problem == "":
+                continue
+            if problem is not None:
+                log.warning("plugin %s refused: %s", path, problem)
+                found.refused.append((path, problem))
+                continue
+            table = found.of_kind(kind)
+            previous = table.get(name)
+            overrides: tuple[Path, ...] = ()
+            if previous is not None:
+                overrides = (*previous.overrides, previous.path)
+                log.info("%s plugin %r: %s overrides %s", kind, name, path, previous.path)
+            table[name] = PluginInfo(kind=kind, name=name, path=path, overrides=overrides)
+    return found

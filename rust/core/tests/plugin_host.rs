@@ -1,0 +1,234 @@
+//! The plugin host against real plugin processes: small python3 scripts (standard library only)
+//! that speak docs/PROTOCOL.md, each misbehaving in its own way.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dkron_exec_core::plugin::codec::header;
+use dkron_exec_core::plugin::host::{HostConfig, PluginHost};
+use dkron_exec_core::plugin::run::PluginRun;
+use dkron_exec_core::plugin::{FailureKind, Kind};
+use serde_json::json;
+
+const PRELUDE: &str = r#"#!/usr/bin/env python3
+import json, os, socket, struct, sys, threading, time
+sock = socket.socket(fileno=int(os.environ["DKRON_EXEC_PLUGIN_FD"]))
+rf = sock.makefile("rb")
+lock = threading.Lock()
+def send(h, body=b""):
+    hb = json.dumps(h).encode()
+    with lock:
+        sock.sendall(struct.pack(">II", 4 + len(hb) + len(body), len(hb)) + hb + body)
+def recv():
+    p = rf.read(4)
+    if len(p) < 4: sys.exit(0)
+    (n,) = struct.unpack(">I", p)
+    data = rf.read(n)
+    (hl,) = struct.unpack(">I", data[:4])
+    return json.loads(data[4:4 + hl]), data[4 + hl:]
+"#;
+
+const ECHO: &str = r#"
+assert os.environ["DKRON_PLUGIN_MAGIC_COOKIE"].startswith("b29a7648")
+send({"type": "hello", "protocol": 1, "plugin_type": KIND, "name": "t", "max_in_flight": 64})
+cancels = {}
+def handle(h, body):
+    if h["type"] == "process":
+        if body == b"crash": os._exit(3)
+        if body == b"hang": time.sleep(3600)
+        if body == b"garbage":
+            with lock: sock.sendall(b"\x00\x00\x00\x0cnot a frame!")
+            return
+        if body == b"fail":
+            send({"type": "error", "id": h["id"], "message": "no thanks"}); return
+        if body.startswith(b"sleep"): time.sleep(float(body[5:]))
+        print("noise on stdout", flush=True)
+        send({"type": "result", "id": h["id"], "execution": h["execution"]}, body.upper())
+    elif h["type"] == "execute":
+        for i in range(3):
+            send({"type": "output", "id": h["id"], "stream": "stdout"}, b"line %d\n" % i)
+        if h["job_name"] == "slow":
+            cancels.setdefault(h["id"], threading.Event()).wait(3600)
+            send({"type": "error", "id": h["id"], "message": "cancelled"})
+            return
+        send({"type": "result", "id": h["id"], "error": h["config"].get("error", "")}, b"done\n")
+while True:
+    h, body = recv()
+    if h["type"] in ("process", "execute"):
+        threading.Thread(target=handle, args=(h, body), daemon=True).start()
+    elif h["type"] == "cancel":
+        cancels.setdefault(h["id"], threading.Event()).set()
+    elif h["type"] == "shutdown":
+        sys.exit(0)
+"#;
+
+fn write_plugin(dir: &Path, name: &str, kind: &str, code: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("dkron-{kind}-{name}"));
+    std::fs::write(&path, format!("{PRELUDE}KIND = {kind:?}\n{code}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn host() -> PluginHost {
+    let config = HostConfig {
+        start_timeout: Duration::from_secs(5),
+        cancel_grace: Duration::from_millis(200),
+        stop_grace: Duration::from_millis(500),
+        ..HostConfig::default()
+    };
+    PluginHost::new(config).unwrap()
+}
+
+fn process(h: &PluginHost, name: &str, body: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>, (FailureKind, String)> {
+    let hdr = header([("type", json!("process")), ("execution", json!({"job_name": "j"})), ("config", json!({}))]);
+    h.call_blocking(Kind::Processor, name, hdr, body.to_vec(), timeout).map(|f| f.body).map_err(|e| (e.kind, e.message))
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let state = s[s.rfind(')').unwrap() + 2..].chars().next();
+        state != Some('Z')
+    })
+}
+
+#[test]
+fn round_trips_and_reuses_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = host();
+    h.register(Kind::Processor, "echo", write_plugin(dir.path(), "echo", "processor", ECHO));
+    assert_eq!(process(&h, "echo", b"hello", None).unwrap(), b"HELLO");
+    let pid = h.pid(Kind::Processor, "echo").unwrap();
+    assert_eq!(process(&h, "echo", b"again", None).unwrap(), b"AGAIN");
+    assert_eq!(h.pid(Kind::Processor, "echo"), Some(pid));
+    // stdout noise reaches the log queue, not the RPC channel.
+    let lines = h.logs().drain(Duration::from_secs(1)).unwrap();
+    assert!(lines.iter().any(|l| l.stream == "stdout" && l.line == "noise on stdout"), "{lines:?}");
+    let err = process(&h, "echo", b"fail", None).unwrap_err();
+    assert_eq!(err.0, FailureKind::Remote);
+    assert!(err.1.contains("'echo'") && err.1.ends_with("no thanks"), "{}", err.1);
+    h.close(Duration::from_secs(1));
+    assert!(!alive(pid));
+}
+
+#[test]
+fn calls_run_concurrently_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Arc::new(host());
+    h.register(Kind::Processor, "echo", write_plugin(dir.path(), "echo", "processor", ECHO));
+    process(&h, "echo", b"warm", None).unwrap();
+    let started = Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let h = h.clone();
+            std::thread::spawn(move || process(&h, "echo", b"sleep0.5", None).unwrap())
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), b"SLEEP0.5");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_crash_fails_the_call_and_the_next_call_restarts_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = host();
+    h.register(Kind::Processor, "echo", write_plugin(dir.path(), "echo", "processor", ECHO));
+    process(&h, "echo", b"x", None).unwrap();
+    let first = h.pid(Kind::Processor, "echo").unwrap();
+    let err = process(&h, "echo", b"crash", None).unwrap_err();
+    assert_eq!(err.0, FailureKind::Crashed, "{}", err.1);
+    assert!(err.1.contains("exit status 3") || err.1.contains("closed the RPC channel"), "{}", err.1);
+    assert_eq!(process(&h, "echo", b"y", None).unwrap(), b"Y");
+    assert_ne!(h.pid(Kind::Processor, "echo").unwrap(), first);
+}
+
+#[test]
+fn a_hang_times_out_and_the_plugin_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = host();
+    h.register(Kind::Processor, "echo", write_plugin(dir.path(), "echo", "processor", ECHO));
+    process(&h, "echo", b"x", None).unwrap();
+    let pid = h.pid(Kind::Processor, "echo").unwrap();
+    let started = Instant::now();
+    let err = process(&h, "echo", b"hang", Some(Duration::from_millis(300))).unwrap_err();
+    assert_eq!(err.0, FailureKind::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The cancel is not answered within the grace: the plugin counts as hung and is killed.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(pid));
+    assert_eq!(process(&h, "echo", b"z", None).unwrap(), b"Z");
+}
+
+#[test]
+fn garbage_on_the_channel_is_a_protocol_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = host();
+    h.register(Kind::Processor, "echo", write_plugin(dir.path(), "echo", "processor", ECHO));
+    let err = process(&h, "echo", b"garbage", None).unwrap_err();
+    assert_eq!(err.0, FailureKind::Protocol);
+    assert!(err.1.contains("malformed frame") && err.1.contains("dkron-processor-echo"), "{}", err.1);
+}
+
+#[test]
+fn handshake_failures_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = host();
+    let cases = [
+        ("early", "sys.stderr.write('This binary is a plugin\\n'); sys.exit(1)\n", "exited before the handshake"),
+        ("version", "send({'type': 'hello', 'protocol': 9, 'plugin_type': KIND})\ntime.sleep(60)\n", "protocol version 9"),
+        ("kind", "send({'type': 'hello', 'protocol': 1, 'plugin_type': 'executor'})\ntime.sleep(60)\n", "expected \"processor\""),
+        ("silent", "time.sleep(60)\n", "did not complete the handshake"),
+    ];
+    let h = {
+        drop(h);
+        PluginHost::new(HostConfig { start_timeout: Duration::from_millis(800), ..HostConfig::default() }).unwrap()
+    };
+    for (name, code, expect) in cases {
+        h.register(Kind::Processor, name, write_plugin(dir.path(), name, "processor", code));
+        let err = process(&h, name, b"x", None).unwrap_err();
+        assert!(err.1.contains(expect) && err.1.contains(name), "{name}: {}", err.1);
+        if name == "early" {
+            assert!(err.1.contains("This binary is a plugin"), "{}", err.1);
+        }
+    }
+}
+
+#[test]
+fn executor_runs_stream_into_the_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = host();
+    h.register(Kind::Executor, "ex", write_plugin(dir.path(), "ex", "executor", ECHO));
+    let run_one = |job: &str, config: serde_json::Value, timeout: Option<Duration>| {
+        let run = PluginRun::new("ex", job, 1000, timeout, true, None).unwrap();
+        let hdr = header([("type", json!("execute")), ("job_name", json!(job)), ("config", config)]);
+        let call = h.call(Kind::Executor, "ex", hdr, Vec::new(), timeout, run.sink()).unwrap();
+        run.set_call(call);
+        run
+    };
+    let run = run_one("j", json!({}), None);
+    let outcome = run.wait(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(outcome.output, b"line 0\nline 1\nline 2\ndone\n");
+    assert!(outcome.error.is_none());
+    let chunks: Vec<_> = run.next_chunks(Duration::ZERO).unwrap();
+    assert_eq!(chunks.len(), 4);
+    assert!(run.next_chunks(Duration::ZERO).is_none());
+
+    let failed = run_one("j", json!({"error": "boom"}), None).wait(None).unwrap();
+    assert_eq!(failed.error.as_deref(), Some("boom"));
+    assert!(failed.output.ends_with(b"done\nboom\n"));
+
+    let slow = run_one("slow", json!({}), Some(Duration::from_millis(300))).wait(None).unwrap();
+    assert_eq!(slow.reason.as_str(), "timeout");
+    assert!(slow.output.starts_with(b"line 0\n"), "{:?}", String::from_utf8_lossy(&slow.output));
+
+    let cancelled = run_one("slow", json!({}), None);
+    std::thread::sleep(Duration::from_millis(200));
+    cancelled.cancel();
+    assert_eq!(cancelled.wait(Some(Duration::from_secs(5))).unwrap().reason.as_str(), "cancelled");
+}
