@@ -16,7 +16,7 @@ echo "== lint and types"
 .venv/bin/ruff check python tests benches examples
 .venv/bin/mypy
 .venv/bin/python -m mypy.stubtest dkron_exec._core
-(cd rust && cargo clippy -q --all-targets -- -D warnings)
+(cd rust && cargo clippy -q --workspace --all-targets -- -D warnings)
 
 echo "== cargo test"
 (cd rust && cargo test -q -p dkron-exec-core)

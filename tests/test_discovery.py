@@ -97,7 +97,10 @@ def test_cli_lists_plugins(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 @pytest.fixture(scope="session")
 def go_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not GO.exists():
+    go = shutil.which("go") or (str(GO) if GO.exists() else None)
+    if go is None:
+        if os.environ.get("CI"):
+            pytest.fail("Go is needed to build examples/go-processor")
         pytest.skip("Go is not installed")
     out = tmp_path_factory.mktemp("go") / "dkron-processor-wordcount"
     # A cache that outlives the run: a cold build of the standard library takes half a minute.
@@ -110,7 +113,7 @@ def go_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "CGO_ENABLED": "0",
     }
     subprocess.run(
-        [str(GO), "build", "-o", str(out), "."],
+        [go, "build", "-o", str(out), "."],
         cwd=EXAMPLES / "go-processor",
         env=env,
         check=True,
