@@ -11,6 +11,7 @@ __all__ = [
     "PluginHost",
     "PluginRun",
     "RunHandle",
+    "Spec",
     "SyslogSink",
     "__version__",
     "log_block",
@@ -23,12 +24,15 @@ __all__ = [
 __version__: str
 
 @final
-class Engine:
-    """A small runtime that supervises every running job of an Executor."""
+class Spec:
+    """What to run and under which limits; built once, then started or run by an Engine.
 
-    def __new__(cls, worker_threads: int = 1) -> Engine: ...
-    def start(
-        self,
+    With ``spool_dir``, output that outgrows ``output_limit`` is written whole (up to
+    ``spool_limit`` bytes) to a file there, named in ``Outcome.spool_path``.
+    """
+
+    def __new__(
+        cls,
         argv: list[str],
         *,
         env: list[tuple[str, str]] = ...,
@@ -43,12 +47,23 @@ class Engine:
         label: str | None = None,
         spool_dir: str | None = None,
         spool_limit: int = 0,
-    ) -> RunHandle:
-        """Starts a job in a process group of its own; spawn failures come back as an Outcome.
+    ) -> Spec: ...
+    @property
+    def argv(self) -> list[str]: ...
 
-        With ``spool_dir``, output that outgrows ``output_limit`` is written whole (up to
-        ``spool_limit`` bytes) to a file there, named in ``Outcome.spool_path``.
-        """
+@final
+class Engine:
+    """A small runtime that supervises the running jobs of an Executor."""
+
+    def __new__(cls, worker_threads: int = 1) -> Engine: ...
+    def start(self, spec: Spec) -> RunHandle:
+        """Starts a job in a process group of its own, supervised by the engine's threads;
+        spawn failures come back as an Outcome."""
+
+    def run(self, spec: Spec) -> tuple[Outcome, BaseException | None]:
+        """Runs a job to its end on the calling thread (GIL released). If a signal handler raises
+        meanwhile (Ctrl-C), the job's tree is killed and the exception is returned beside the
+        outcome, for the caller to raise."""
 
     def in_flight(self) -> int: ...
     def shutdown(self, grace: float = 2.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -20,7 +21,7 @@ from .discovery import discover_plugins
 from .durations import parse_go_duration
 from .errors import ConcurrencyError, ExecutorClosedError
 from .execution import Execution, datetime_from_ns, make_key
-from .job import Job
+from .job import Job, ShellConfig
 from .plugin_host import OutputCallback, PluginManager
 from .processors import BUILTIN_NAMES, ProcessContext, Processor, builtin_class
 from .shell import ShellSetupError, process_spec
@@ -137,20 +138,7 @@ class Executor:
         with self._claim(job):
             attempt = _Attempts(self, job, on_output)
             while True:
-                handle = attempt.start()
-                if handle is None:
-                    execution = attempt.finish_unstarted()
-                else:
-                    try:
-                        outcome = handle.wait()
-                    except BaseException:
-                        handle.cancel()
-                        outcome = handle.wait(5.0)
-                        if outcome is not None:
-                            attempt.finish(outcome, interrupted=True)
-                        raise
-                    assert outcome is not None
-                    execution = attempt.finish(outcome)
+                execution = attempt.run_shell() if job.executor == "shell" else attempt.run_handle()
                 delay = attempt.next_delay(execution)
                 if delay is None:
                     return execution
@@ -176,7 +164,11 @@ class Executor:
                         if late is not None:
                             attempt.finish(late, interrupted=True)
                         raise
-                    execution = await asyncio.to_thread(attempt.finish, outcome)
+                    if job.processors:
+                        # Processors may block (a syslog connect, a large file): off the loop.
+                        execution = await asyncio.to_thread(attempt.finish, outcome)
+                    else:
+                        execution = attempt.finish(outcome)  # one SQLite insert
                 delay = attempt.next_delay(execution)
                 if delay is None:
                     return execution
@@ -287,31 +279,69 @@ class _Attempts:
         self._started_ns = 0
         self._spool_limit = spool_limit(job)
 
+    def run_shell(self) -> Execution:
+        """The current attempt of a shell job, run on this thread by the engine (no thread hop).
+
+        A signal handler that raises while the job runs (Ctrl-C) gets the job killed; the
+        execution is stored as interrupted, then the exception propagates.
+        """
+        spec = self._shell_spec()
+        if spec is None:
+            return self.finish_unstarted()
+        outcome, raised = self.executor._engine.run(spec)
+        execution = self.finish(outcome, interrupted=raised is not None)
+        if raised is not None:
+            raise raised
+        return execution
+
+    def run_handle(self) -> Execution:
+        """The current attempt through a run handle (executor plugins), waited on here."""
+        handle = self.start()
+        if handle is None:
+            return self.finish_unstarted()
+        try:
+            outcome = handle.wait()
+        except BaseException:
+            handle.cancel()
+            late = handle.wait(5.0)
+            if late is not None:
+                self.finish(late, interrupted=True)
+            raise
+        assert outcome is not None
+        return self.finish(outcome)
+
     def start(self) -> Any:
-        """Starts the current attempt; None when it could not even be set up."""
-        self._started_ns = time.time_ns()
+        """Starts the current attempt on the engine's threads and returns its handle; None when
+        it could not even be set up."""
         ex = self.executor
-        if self.job.executor != "shell" and ex.plugins.has("executor", self.job.executor):
-            return self._start_plugin()
         if self.job.executor != "shell":
+            self._started_ns = time.time_ns()
+            if ex.plugins.has("executor", self.job.executor):
+                return self._start_plugin()
             self._setup_error = (
                 f"executor {self.job.executor!r} is not available: "
                 f"no dkron-executor-{self.job.executor} plugin is installed"
             )
             return None
+        spec = self._shell_spec()
+        return None if spec is None else ex._engine.start(spec)
+
+    def _shell_spec(self) -> _core.Spec | None:
+        self._started_ns = time.time_ns()
+        ex = self.executor
+        config = self.job.executor_config
         try:
-            spec = process_spec(self.job.shell_config(), self.job.name)
+            return _shell_spec(
+                self.job.name,
+                tuple(config.items()),
+                ex.output_limit,
+                ex.pipe_grace,
+                str(ex.spool_dir) if self._spool_limit else None,
+                self._spool_limit,
+            )
         except ShellSetupError as exc:
             self._setup_error = str(exc)
             return None
-        return ex._engine.start(
-            spec.argv,
-            output_limit=ex.output_limit,
-            pipe_grace=ex.pipe_grace,
-            spool_dir=str(ex.spool_dir) if self._spool_limit else None,
-            spool_limit=self._spool_limit,
-            **spec.engine_kwargs(),
-        )
 
     def _start_plugin(self) -> Any:
         config = self.job.executor_config
@@ -416,3 +446,43 @@ async def _wait_readable(loop: asyncio.AbstractEventLoop, handle: Any) -> Any:
     finally:
         loop.remove_reader(fd)
     return handle.result()
+
+
+@functools.lru_cache(maxsize=128)
+def _shell_spec_cached(*key: Any) -> _core.Spec:
+    return _make_shell_spec(*key)
+
+
+def _shell_spec(
+    name: str,
+    config: tuple[tuple[str, str], ...],
+    output_limit: int,
+    pipe_grace: float,
+    spool_dir: str | None,
+    spool_limit: int,
+) -> _core.Spec:
+    """The engine's spec for a shell job. A job that runs again reuses it: parsing its config
+    and splitting its command cost as much as a tenth of a spawn. Jobs with a payload are not
+    kept, so the cache holds no large buffers."""
+    key = (name, config, output_limit, pipe_grace, spool_dir, spool_limit)
+    if any(k == "payload" and v for k, v in config):
+        return _make_shell_spec(*key)
+    return _shell_spec_cached(*key)
+
+
+def _make_shell_spec(
+    name: str,
+    config: tuple[tuple[str, str], ...],
+    output_limit: int,
+    pipe_grace: float,
+    spool_dir: str | None,
+    spool_limit: int,
+) -> _core.Spec:
+    return process_spec(
+        ShellConfig.from_config(dict(config)),
+        name,
+        output_limit=output_limit,
+        pipe_grace=pipe_grace,
+        spool_dir=spool_dir,
+        spool_limit=spool_limit,
+    )

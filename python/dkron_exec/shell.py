@@ -6,9 +6,8 @@ import grp
 import os
 import pwd
 import shlex
-from dataclasses import dataclass
-from typing import Any
 
+from . import _core
 from .job import ShellConfig
 
 
@@ -16,32 +15,16 @@ class ShellSetupError(Exception):
     """The job cannot be started on this host (unknown user, ``su`` without root, ...)."""
 
 
-@dataclass(frozen=True)
-class ProcessSpec:
-    argv: list[str]
-    env: list[tuple[str, str]]
-    cwd: str | None
-    stdin: bytes | None
-    timeout: float | None
-    mem_limit: int | None
-    uid: int | None
-    gid: int | None
-    label: str
-
-    def engine_kwargs(self) -> dict[str, Any]:
-        return {
-            "env": self.env,
-            "cwd": self.cwd,
-            "stdin": self.stdin,
-            "timeout": self.timeout,
-            "mem_limit": self.mem_limit,
-            "uid": self.uid,
-            "gid": self.gid,
-            "label": self.label,
-        }
-
-
-def process_spec(config: ShellConfig, job_name: str) -> ProcessSpec:
+def process_spec(
+    config: ShellConfig,
+    job_name: str,
+    *,
+    output_limit: int,
+    pipe_grace: float,
+    spool_dir: str | None = None,
+    spool_limit: int = 0,
+) -> _core.Spec:
+    """The engine's description of the job's process (argv, environment, limits, capture)."""
     if config.shell:
         argv = ["/bin/sh", "-c", config.command]
     else:
@@ -49,9 +32,11 @@ def process_spec(config: ShellConfig, job_name: str) -> ProcessSpec:
             argv = shlex.split(config.command)
         except ValueError as exc:
             raise ShellSetupError(f"shell: cannot split command {config.command!r}: {exc}") from None
+        if not argv:
+            raise ShellSetupError(f"shell: command {config.command!r} has no words")
     uid, gid = _credentials(config.su)
-    return ProcessSpec(
-        argv=argv,
+    return _core.Spec(
+        argv,
         # Dkron appends the job's variables after the agent's, then ENV_JOB_NAME.
         env=[*config.env, ("ENV_JOB_NAME", job_name)],
         cwd=config.cwd,
@@ -60,7 +45,11 @@ def process_spec(config: ShellConfig, job_name: str) -> ProcessSpec:
         mem_limit=config.mem_limit,
         uid=uid,
         gid=gid,
+        output_limit=output_limit,
+        pipe_grace=pipe_grace,
         label=config.command,
+        spool_dir=spool_dir,
+        spool_limit=spool_limit,
     )
 
 

@@ -4,7 +4,7 @@
 mod py_sinks;
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dkron_exec_core::engine::{Engine as CoreEngine, RunHandle as CoreHandle};
@@ -28,27 +28,20 @@ pub(crate) fn seconds(value: Option<f64>, name: &str) -> PyResult<Option<Duratio
     }
 }
 
-#[pyclass(module = "dkron_exec._core", name = "Engine", frozen)]
-struct Engine {
-    inner: RwLock<Option<CoreEngine>>,
+/// What to run and under which limits: built once by Python, then started or run.
+#[pyclass(module = "dkron_exec._core", name = "Spec", frozen)]
+struct Spec {
+    inner: JobSpec,
 }
 
 #[pymethods]
-impl Engine {
+impl Spec {
     #[new]
-    #[pyo3(signature = (worker_threads = 1))]
-    fn new(worker_threads: usize) -> PyResult<Self> {
-        let engine = CoreEngine::new(worker_threads)?;
-        Ok(Self { inner: RwLock::new(Some(engine)) })
-    }
-
     #[pyo3(signature = (argv, *, env = Vec::new(), cwd = None, stdin = None, timeout = None,
                         mem_limit = None, uid = None, gid = None, output_limit = 256_000,
                         pipe_grace = 1.0, label = None, spool_dir = None, spool_limit = 0))]
     #[allow(clippy::too_many_arguments)]
-    fn start(
-        &self,
-        py: Python<'_>,
+    fn new(
         argv: Vec<String>,
         env: Vec<(String, String)>,
         cwd: Option<PathBuf>,
@@ -62,7 +55,7 @@ impl Engine {
         label: Option<String>,
         spool_dir: Option<PathBuf>,
         spool_limit: u64,
-    ) -> PyResult<RunHandle> {
+    ) -> PyResult<Self> {
         if argv.is_empty() {
             return Err(PyValueError::new_err("argv must not be empty"));
         }
@@ -80,32 +73,75 @@ impl Engine {
             spec.label = label;
         }
         spec.spool = spool_dir.map(|dir| SpoolSpec { dir, limit: spool_limit });
-        let handle = py.detach(|| {
-            let guard = self.inner.read().unwrap();
-            match guard.as_ref() {
-                Some(engine) => engine.start(spec).map_err(PyErr::from),
-                None => Err(PyRuntimeError::new_err("the engine is shut down")),
-            }
-        })?;
+        Ok(Self { inner: spec })
+    }
+
+    #[getter]
+    fn argv(&self) -> Vec<String> {
+        self.inner.argv.clone()
+    }
+}
+
+#[pyclass(module = "dkron_exec._core", name = "Engine", frozen)]
+struct Engine {
+    inner: CoreEngine,
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (worker_threads = 1))]
+    fn new(worker_threads: usize) -> PyResult<Self> {
+        Ok(Self { inner: CoreEngine::new(worker_threads)? })
+    }
+
+    /// Starts a job supervised by the engine's threads; returns at once.
+    fn start(&self, py: Python<'_>, spec: &Spec) -> PyResult<RunHandle> {
+        let spec = spec.inner.clone();
+        let handle = py.detach(|| self.inner.start(spec)).map_err(shut_down_or_io)?;
         Ok(RunHandle { inner: handle })
+    }
+
+    /// Runs a job to its end on this thread, GIL released. Signals are handled while it runs: if
+    /// a handler raises (Ctrl-C), the job's tree is killed and that exception is returned beside
+    /// the outcome, for the caller to record the execution and then raise it.
+    fn run(&self, py: Python<'_>, spec: &Spec) -> PyResult<(Outcome, Option<PyErr>)> {
+        let spec = spec.inner.clone();
+        let mut raised: Option<PyErr> = None;
+        let result = py.detach(|| {
+            self.inner.run_here(spec, SIGNAL_POLL, || {
+                Python::attach(|py| match py.check_signals() {
+                    Ok(()) => false,
+                    Err(err) => {
+                        raised = Some(err);
+                        true
+                    }
+                })
+            })
+        });
+        let (outcome, _) = result.map_err(shut_down_or_io)?;
+        Ok((Outcome::new(py, &Arc::new(outcome)), raised))
     }
 
     /// Jobs still running.
     fn in_flight(&self) -> usize {
-        self.inner.read().unwrap().as_ref().map_or(0, CoreEngine::in_flight)
+        self.inner.in_flight()
     }
 
     /// Kills every running job and stops the engine's threads. Idempotent.
     #[pyo3(signature = (grace = 2.0))]
     fn shutdown(&self, py: Python<'_>, grace: f64) -> PyResult<()> {
         let grace = seconds(Some(grace), "grace")?.unwrap_or_default();
-        py.detach(|| {
-            let engine = self.inner.write().unwrap().take();
-            if let Some(mut engine) = engine {
-                engine.shutdown(grace);
-            }
-        });
+        py.detach(|| self.inner.shutdown(grace));
         Ok(())
+    }
+}
+
+fn shut_down_or_io(err: std::io::Error) -> PyErr {
+    if err.kind() == std::io::ErrorKind::NotConnected {
+        PyRuntimeError::new_err("the engine is shut down")
+    } else {
+        err.into()
     }
 }
 
@@ -214,6 +250,7 @@ impl Outcome {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<Spec>()?;
     m.add_class::<Engine>()?;
     m.add_class::<RunHandle>()?;
     m.add_class::<Outcome>()?;

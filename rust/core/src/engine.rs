@@ -1,9 +1,12 @@
 //! The engine: one small tokio runtime that supervises every running job of an executor, so many
 //! jobs can be in flight without a thread each. Callers get a `RunHandle` they can block on, poll
-//! through a file descriptor (for asyncio), or cancel.
+//! through a file descriptor (for asyncio), or cancel. A blocking caller can instead run a job on
+//! its own thread (`run_here`), which saves the hops between threads.
 
+use std::cell::RefCell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
@@ -12,9 +15,15 @@ use tokio::sync::Notify;
 use crate::job::{self, JobSpec, Outcome};
 
 pub struct Engine {
-    runtime: Option<Runtime>,
+    /// Taken (write lock) only when the engine shuts down; `start` holds a read lock briefly.
+    runtime: RwLock<Option<Runtime>>,
+    closed: AtomicBool,
     shutdown: Arc<Notify>,
     in_flight: Arc<InFlight>,
+}
+
+fn shut_down_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, "the engine is shut down")
 }
 
 /// Counts running jobs, so that shutdown can wait for their supervisors to finish killing them.
@@ -33,44 +42,88 @@ impl Engine {
             .thread_name("dkron-exec-engine")
             .enable_all()
             .build()?;
-        Ok(Self { runtime: Some(runtime), shutdown: Arc::new(Notify::new()), in_flight: Arc::default() })
+        Ok(Self {
+            runtime: RwLock::new(Some(runtime)),
+            closed: AtomicBool::new(false),
+            shutdown: Arc::new(Notify::new()),
+            in_flight: Arc::default(),
+        })
     }
 
-    /// Starts a job. The spawn happens on the calling thread, so it costs no thread hop; the
-    /// supervision runs on the engine.
+    /// Starts a job and returns at once. The spawn itself happens on the engine's thread too, so
+    /// a caller juggling many jobs (an event loop) keeps working while the kernel forks.
     pub fn start(&self, spec: JobSpec) -> std::io::Result<RunHandle> {
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotConnected, "the engine is shut down"))?;
+        let guard = self.runtime.read().unwrap();
+        let runtime = guard.as_ref().filter(|_| !self.closed.load(Ordering::SeqCst)).ok_or_else(shut_down_error)?;
         let shared = Arc::new(Shared::new());
-        let started_ns = job::unix_nanos();
-        let _context = runtime.enter();
-        match job::spawn(&spec) {
-            Err(err) => shared.complete(job::spawn_failure(&spec, &err, started_ns)),
-            Ok(started) => {
-                let pid = started.child.id();
-                *shared.pid.lock().unwrap() = pid;
-                let task_shared = shared.clone();
-                let shutdown = self.shutdown.clone();
-                let in_flight = self.in_flight.clone();
-                *in_flight.count.lock().unwrap() += 1;
-                runtime.spawn(async move {
-                    let outcome =
-                        job::supervise(started, spec, started_ns, task_shared.cancel.clone(), shutdown).await;
-                    // Leave the count first: whoever sees the outcome must also see it gone.
-                    {
-                        let mut n = in_flight.count.lock().unwrap();
-                        *n -= 1;
-                        if *n == 0 {
-                            in_flight.idle.notify_all();
-                        }
-                    }
-                    task_shared.complete(outcome);
-                });
-            }
+        let counted = InFlightGuard::enter(&self.in_flight);
+        if self.closed.load(Ordering::SeqCst) {
+            // A shutdown began after our check: it may not have seen us in the count.
+            shared.cancel.notify_one();
         }
+        let lost = LostSupervision::new(&shared, &spec);
+        let task_shared = shared.clone();
+        let shutdown = self.shutdown.clone();
+        runtime.spawn(async move {
+            let started_ns = job::unix_nanos();
+            let outcome = match job::spawn(&spec) {
+                Err(err) => job::spawn_failure(&spec, &err, started_ns),
+                Ok(started) => {
+                    *task_shared.pid.lock().unwrap() = started.child.id();
+                    let cancel = task_shared.cancel.clone();
+                    job::supervise(started, spec, started_ns, cancel, shutdown).await
+                }
+            };
+            // Leave the count first: whoever sees the outcome must also see it gone.
+            drop(counted);
+            lost.complete(outcome);
+        });
         Ok(RunHandle { shared })
+    }
+
+    /// Runs a job to its end on the calling thread, on a small runtime of that thread's own: no
+    /// thread hop between spawning, supervising and returning, which is what a blocking caller
+    /// wants. Every `poll` interval `interrupted` is asked whether to give up; when it says yes
+    /// the job's tree is killed and its outcome (Cancelled) is still returned, with `true`.
+    pub fn run_here(
+        &self,
+        spec: JobSpec,
+        poll: Duration,
+        mut interrupted: impl FnMut() -> bool,
+    ) -> std::io::Result<(Outcome, bool)> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(shut_down_error());
+        }
+        LOCAL_RUNTIME.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(tokio::runtime::Builder::new_current_thread().enable_all().build()?);
+            }
+            let runtime = slot.as_ref().expect("just made");
+            let started_ns = job::unix_nanos();
+            let _context = runtime.enter();
+            let started = match job::spawn(&spec) {
+                Ok(started) => started,
+                Err(err) => return Ok((job::spawn_failure(&spec, &err, started_ns), false)),
+            };
+            let _counted = InFlightGuard::enter(&self.in_flight);
+            let cancel = Arc::new(Notify::new());
+            if self.closed.load(Ordering::SeqCst) {
+                // A shutdown began between our check and our count: it may not wait for us.
+                cancel.notify_one();
+            }
+            let mut run = Box::pin(job::supervise(started, spec, started_ns, cancel.clone(), self.shutdown.clone()));
+            let mut gave_up = false;
+            loop {
+                if let Ok(outcome) = runtime.block_on(tokio::time::timeout(poll, &mut run)) {
+                    return Ok((outcome, gave_up));
+                }
+                if !gave_up && interrupted() {
+                    gave_up = true;
+                    cancel.notify_one();
+                }
+            }
+        })
     }
 
     pub fn in_flight(&self) -> usize {
@@ -79,8 +132,10 @@ impl Engine {
 
     /// Kills every running job (whole trees), waits up to `grace` for their supervisors to record
     /// the outcome, then stops the runtime. Idempotent.
-    pub fn shutdown(&mut self, grace: Duration) {
-        let Some(runtime) = self.runtime.take() else { return };
+    pub fn shutdown(&self, grace: Duration) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let deadline = Instant::now() + grace;
         let mut n = self.in_flight.count.lock().unwrap();
         while *n > 0 {
@@ -94,7 +149,67 @@ impl Engine {
             n = self.in_flight.idle.wait_timeout(n, wait).unwrap().0;
         }
         drop(n);
-        runtime.shutdown_timeout(Duration::from_millis(100));
+        if let Some(runtime) = self.runtime.write().unwrap().take() {
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Completes a handle whose supervising task was dropped unfinished (the runtime shut down under
+/// it), so that nobody waits forever; the job's tree is killed.
+struct LostSupervision {
+    shared: Option<Arc<Shared>>,
+    output_limit: usize,
+    label: String,
+}
+
+impl LostSupervision {
+    fn new(shared: &Arc<Shared>, spec: &JobSpec) -> Self {
+        Self { shared: Some(shared.clone()), output_limit: spec.output_limit, label: spec.label.clone() }
+    }
+
+    fn complete(mut self, outcome: Outcome) {
+        if let Some(shared) = self.shared.take() {
+            shared.complete(outcome);
+        }
+    }
+}
+
+impl Drop for LostSupervision {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.take() else { return };
+        let pid = *shared.pid.lock().unwrap();
+        if let Some(pid) = pid {
+            crate::proctree::kill_job(pid as i32, pid as i32);
+        }
+        let error = format!("shell: Job '{}' was cancelled: the engine shut down. Job was killed", self.label);
+        let now = job::unix_nanos();
+        shared.complete(job::bare_outcome(self.output_limit, error, job::EndReason::Cancelled, pid, now));
+    }
+}
+
+thread_local! {
+    /// The runtime `run_here` drives on this thread (made on first use).
+    static LOCAL_RUNTIME: RefCell<Option<Runtime>> = const { RefCell::new(None) };
+}
+
+/// One running job in the count; leaves it (and wakes a waiting shutdown) when dropped.
+struct InFlightGuard(Arc<InFlight>);
+
+impl InFlightGuard {
+    fn enter(in_flight: &Arc<InFlight>) -> Self {
+        *in_flight.count.lock().unwrap() += 1;
+        Self(in_flight.clone())
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut n = self.0.count.lock().unwrap();
+        *n -= 1;
+        if *n == 0 {
+            self.0.idle.notify_all();
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
@@ -172,16 +172,27 @@ pub fn spawn(spec: &JobSpec) -> std::io::Result<Started> {
 /// An outcome for a job that could not be started.
 pub fn spawn_failure(spec: &JobSpec, err: &std::io::Error, started_ns: u128) -> Outcome {
     let error = format!("shell: could not start job '{}': {err}", spec.label);
-    let mut tail = TailBuffer::new(spec.output_limit);
+    bare_outcome(spec.output_limit, error, EndReason::SpawnFailed, None, started_ns)
+}
+
+/// An outcome with nothing but an error: the job did not run, or its supervision was lost.
+pub fn bare_outcome(
+    output_limit: usize,
+    error: String,
+    reason: EndReason,
+    pid: Option<u32>,
+    started_ns: u128,
+) -> Outcome {
+    let mut tail = TailBuffer::new(output_limit);
     let output = tail_with_error(&mut tail, &error);
     Outcome {
-        pid: None,
+        pid,
         exit_code: None,
         output,
         output_total: 0,
         truncated: false,
         error: Some(error),
-        reason: EndReason::SpawnFailed,
+        reason,
         started_ns,
         finished_ns: unix_nanos(),
         spool: None,
@@ -207,6 +218,14 @@ async fn read_some<R: AsyncRead + Unpin>(r: Option<&mut R>, buf: &mut [u8]) -> s
     }
 }
 
+async fn write_some<W: AsyncWrite + Unpin>(w: Option<&mut W>, data: &[u8]) -> std::io::Result<usize> {
+    match w {
+        Some(w) if !data.is_empty() => w.write(data).await,
+        Some(_) => Ok(0),
+        None => std::future::pending().await,
+    }
+}
+
 async fn tick(interval: Option<&mut tokio::time::Interval>) {
     match interval {
         Some(i) => {
@@ -227,7 +246,7 @@ async fn at(deadline: Option<Instant>) {
 /// engine) both kill the whole tree.
 pub async fn supervise(
     started: Started,
-    spec: JobSpec,
+    mut spec: JobSpec,
     started_ns: u128,
     cancel: Arc<Notify>,
     shutdown: Arc<Notify>,
@@ -235,13 +254,11 @@ pub async fn supervise(
     let Started { mut child, output } = started;
     let pid = child.id();
     let leader = pid.map(|p| p as i32).unwrap_or(0);
-    if let (Some(mut stdin), Some(payload)) = (child.stdin.take(), spec.stdin.clone()) {
-        // A separate task, so a job that reads slowly (or never) cannot block the draining below.
-        tokio::spawn(async move {
-            let _ = stdin.write_all(&payload).await;
-            let _ = stdin.shutdown().await;
-        });
-    }
+    // The payload is written from the same loop that drains the output, a piece at a time, so a
+    // job that reads slowly (or never) cannot block the draining, and no task outlives the job.
+    let mut stdin = child.stdin.take();
+    let payload = spec.stdin.take().unwrap_or_default();
+    let mut written = 0usize;
     let mut output = Some(output);
     let mut buf = vec![0u8; 64 * 1024];
     let mut capture = Capture::new(spec.output_limit, spec.spool.clone());
@@ -268,6 +285,16 @@ pub async fn supervise(
         }
         let running = status.is_none();
         tokio::select! {
+            r = write_some(stdin.as_mut(), &payload[written..]) => match r {
+                Ok(n) if n > 0 => {
+                    written += n;
+                    if written == payload.len() {
+                        stdin = None; // closes the pipe: the job sees EOF
+                    }
+                }
+                // All written, or the job closed its end (EPIPE): it wants no more.
+                _ => stdin = None,
+            },
             r = read_some(output.as_mut(), &mut buf) => match r {
                 Ok(n) if n > 0 => capture.write(&buf[..n]),
                 _ => output = None,

@@ -112,7 +112,7 @@ fn memory_limit_kills_the_tree() {
 fn cancel_kills_the_job() {
     let engine = Engine::new(1).unwrap();
     let handle = engine.start(sh("sleep 30")).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // Cancelled before or after the spawn, the job ends killed.
     handle.cancel();
     let out = handle.wait(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(out.reason, EndReason::Cancelled);
@@ -134,9 +134,17 @@ fn many_jobs_in_flight_on_one_worker() {
 
 #[test]
 fn shutdown_kills_running_jobs() {
-    let mut engine = Engine::new(1).unwrap();
+    let engine = Engine::new(1).unwrap();
     let handle = engine.start(sh("sleep 30")).unwrap();
-    let pid = handle.pid().unwrap() as i32;
+    // The spawn happens on the engine's thread: the pid is known shortly after start returns.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let pid = loop {
+        if let Some(pid) = handle.pid() {
+            break pid as i32;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    };
     engine.shutdown(Duration::from_secs(2));
     let out = handle.wait(Some(Duration::from_secs(1))).unwrap();
     assert_eq!(out.reason, EndReason::Cancelled);
@@ -151,4 +159,52 @@ fn env_and_cwd() {
     spec.cwd = Some("/tmp".into());
     let out = engine.start(spec).unwrap().wait(None).unwrap();
     assert_eq!(out.output, b"bar baz\n/tmp\n");
+}
+
+#[test]
+fn run_here_runs_on_the_calling_thread() {
+    let engine = Engine::new(1).unwrap();
+    let mut spec = sh("echo here; exit 2");
+    spec.stdin = Some(b"ignored".to_vec());
+    let (out, gave_up) = engine.run_here(spec, Duration::from_millis(10), || false).unwrap();
+    assert!(!gave_up);
+    assert_eq!(out.output, b"here\nexit status 2\n");
+    assert_eq!(engine.in_flight(), 0);
+    // The same thread's runtime serves the next run, payload included.
+    let mut cat = JobSpec::new(vec!["cat".into()]);
+    cat.stdin = Some(b"payload".to_vec());
+    let (out, _) = engine.run_here(cat, Duration::from_millis(10), || false).unwrap();
+    assert_eq!(out.output, b"payload");
+}
+
+#[test]
+fn run_here_gives_up_when_asked_and_kills_the_job() {
+    let engine = Engine::new(1).unwrap();
+    let t0 = Instant::now();
+    let mut asked = 0;
+    let (out, gave_up) = engine
+        .run_here(sh("sleep 30"), Duration::from_millis(20), || {
+            asked += 1;
+            asked >= 3
+        })
+        .unwrap();
+    assert!(gave_up && t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.reason, EndReason::Cancelled);
+    let pid = out.pid.unwrap() as i32;
+    assert!(!alive(pid));
+}
+
+#[test]
+fn shutdown_from_another_thread_kills_a_run_here() {
+    let engine = std::sync::Arc::new(Engine::new(1).unwrap());
+    let other = engine.clone();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        other.shutdown(Duration::from_secs(2));
+    });
+    let (out, _) = engine.run_here(sh("sleep 30"), Duration::from_millis(50), || false).unwrap();
+    stopper.join().unwrap();
+    assert_eq!(out.reason, EndReason::Cancelled);
+    assert!(engine.run_here(sh("true"), Duration::from_millis(50), || false).is_err());
+    assert!(engine.start(sh("true")).is_err());
 }
