@@ -6,6 +6,7 @@ from typing import final
 
 __all__ = [
     "PLUGIN_MAX_FRAME",
+    "CompletionQueue",
     "Engine",
     "Outcome",
     "PluginHost",
@@ -56,9 +57,10 @@ class Engine:
     """A small runtime that supervises the running jobs of an Executor."""
 
     def __new__(cls, worker_threads: int = 1) -> Engine: ...
-    def start(self, spec: Spec) -> RunHandle:
-        """Starts a job in a process group of its own, supervised by the engine's threads;
-        spawn failures come back as an Outcome."""
+    def start(self, spec: Spec, queue: CompletionQueue | None = None, token: int = 0) -> RunHandle:
+        """Starts a job in a process group of its own, supervised (and spawned) by the engine's
+        threads; spawn failures come back as an Outcome. With ``queue``, ``token`` is pushed
+        to it when the job ends."""
 
     def run(self, spec: Spec) -> tuple[Outcome, BaseException | None]:
         """Runs a job to its end on the calling thread (GIL released). If a signal handler raises
@@ -68,6 +70,17 @@ class Engine:
     def in_flight(self) -> int: ...
     def shutdown(self, grace: float = 2.0) -> None:
         """Kills every running job and stops the engine. Idempotent."""
+
+@final
+class CompletionQueue:
+    """Tokens of finished jobs behind one file descriptor, for an event loop waiting on many."""
+
+    def __new__(cls) -> CompletionQueue: ...
+    def fileno(self) -> int:
+        """Readable while tokens are waiting."""
+
+    def drain(self) -> list[int]:
+        """Takes every waiting token."""
 
 @final
 class RunHandle:

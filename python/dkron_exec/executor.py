@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _core
+from ._loopwait import LoopWaiter, LoopWaiters
 from .chain import run_chain
 from .discovery import discover_plugins
 from .durations import parse_go_duration
@@ -123,6 +124,7 @@ class Executor:
         self._processors: dict[str, Processor] = {}
         self.plugin_timeout = plugin_timeout
         self._plugins: PluginManager | None = None
+        self._waiters = LoopWaiters()
 
     # -- public API --------------------------------------------------------------------------
 
@@ -151,28 +153,44 @@ class Executor:
         with self._claim(job):
             attempt = _Attempts(self, job, on_output)
             while True:
-                handle = attempt.start()
-                if handle is None:
-                    execution = attempt.finish_unstarted()
-                else:
-                    try:
-                        outcome = await _wait_readable(loop, handle)
-                    except BaseException:
-                        # Cancelled task: the job must not outlive it.
-                        handle.cancel()
-                        late = handle.wait(5.0)
-                        if late is not None:
-                            attempt.finish(late, interrupted=True)
-                        raise
-                    if job.processors:
-                        # Processors may block (a syslog connect, a large file): off the loop.
-                        execution = await asyncio.to_thread(attempt.finish, outcome)
-                    else:
-                        execution = attempt.finish(outcome)  # one SQLite insert
+                execution = await self._attempt_async(attempt, loop)
                 delay = attempt.next_delay(execution)
                 if delay is None:
                     return execution
                 await asyncio.sleep(delay)
+
+    async def _attempt_async(self, attempt: _Attempts, loop: asyncio.AbstractEventLoop) -> Execution:
+        waiter: LoopWaiter | None = None
+        if attempt.job.executor == "shell":
+            # Shell jobs report through the loop's one completion queue: no descriptor per job.
+            waiter = self._waiters.for_loop(loop)
+            token, done = waiter.register()
+            handle = attempt.start(waiter.queue, token)
+        else:
+            handle = attempt.start()
+        if handle is None:
+            if waiter is not None:
+                waiter.forget(token)
+            return attempt.finish_unstarted()
+        try:
+            if waiter is not None:
+                await done
+                outcome = handle.result()
+            else:
+                outcome = await _wait_readable(loop, handle)
+        except BaseException:
+            # Cancelled task: the job must not outlive it.
+            if waiter is not None:
+                waiter.forget(token)
+            handle.cancel()
+            late = handle.wait(5.0)
+            if late is not None:
+                attempt.finish(late, interrupted=True)
+            raise
+        if attempt.job.processors:
+            # Processors may block (a syslog connect, a large file): off the loop.
+            return await asyncio.to_thread(attempt.finish, outcome)
+        return attempt.finish(outcome)  # one SQLite insert
 
     def executions(self, job_name: str, limit: int | None = None) -> list[Execution]:
         """The job's stored executions, newest first."""
@@ -310,9 +328,9 @@ class _Attempts:
         assert outcome is not None
         return self.finish(outcome)
 
-    def start(self) -> Any:
+    def start(self, queue: _core.CompletionQueue | None = None, token: int = 0) -> Any:
         """Starts the current attempt on the engine's threads and returns its handle; None when
-        it could not even be set up."""
+        it could not even be set up. A shell job pushes ``token`` to ``queue`` when it ends."""
         ex = self.executor
         if self.job.executor != "shell":
             self._started_ns = time.time_ns()
@@ -324,7 +342,7 @@ class _Attempts:
             )
             return None
         spec = self._shell_spec()
-        return None if spec is None else ex._engine.start(spec)
+        return None if spec is None else ex._engine.start(spec, queue, token)
 
     def _shell_spec(self) -> _core.Spec | None:
         self._started_ns = time.time_ns()

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dkron_exec_core::engine::{Engine as CoreEngine, RunHandle as CoreHandle};
+use dkron_exec_core::engine::{CompletionQueue as CoreQueue, Engine as CoreEngine, RunHandle as CoreHandle};
 use dkron_exec_core::job::{JobSpec, Outcome as CoreOutcome};
 use dkron_exec_core::spool::SpoolSpec;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -95,10 +95,13 @@ impl Engine {
         Ok(Self { inner: CoreEngine::new(worker_threads)? })
     }
 
-    /// Starts a job supervised by the engine's threads; returns at once.
-    fn start(&self, py: Python<'_>, spec: &Spec) -> PyResult<RunHandle> {
+    /// Starts a job supervised by the engine's threads; returns at once. With `queue`, `token`
+    /// is pushed to it when the job ends.
+    #[pyo3(signature = (spec, queue = None, token = 0))]
+    fn start(&self, py: Python<'_>, spec: &Spec, queue: Option<&CompletionQueue>, token: u64) -> PyResult<RunHandle> {
         let spec = spec.inner.clone();
-        let handle = py.detach(|| self.inner.start(spec)).map_err(shut_down_or_io)?;
+        let notify = queue.map(|q| (q.inner.clone(), token));
+        let handle = py.detach(|| self.inner.start(spec, notify)).map_err(shut_down_or_io)?;
         Ok(RunHandle { inner: handle })
     }
 
@@ -134,6 +137,30 @@ impl Engine {
         let grace = seconds(Some(grace), "grace")?.unwrap_or_default();
         py.detach(|| self.inner.shutdown(grace));
         Ok(())
+    }
+}
+
+/// Tokens of finished jobs behind one file descriptor, for an event loop waiting on many jobs.
+#[pyclass(module = "dkron_exec._core", name = "CompletionQueue", frozen)]
+struct CompletionQueue {
+    inner: Arc<CoreQueue>,
+}
+
+#[pymethods]
+impl CompletionQueue {
+    #[new]
+    fn new() -> PyResult<Self> {
+        Ok(Self { inner: Arc::new(CoreQueue::new()?) })
+    }
+
+    /// Readable while tokens are waiting.
+    fn fileno(&self) -> i32 {
+        self.inner.fd()
+    }
+
+    /// Takes every waiting token.
+    fn drain(&self) -> Vec<u64> {
+        self.inner.drain()
     }
 }
 
@@ -252,6 +279,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Spec>()?;
     m.add_class::<Engine>()?;
+    m.add_class::<CompletionQueue>()?;
     m.add_class::<RunHandle>()?;
     m.add_class::<Outcome>()?;
     py_sinks::register(m)?;

@@ -52,10 +52,11 @@ impl Engine {
 
     /// Starts a job and returns at once. The spawn itself happens on the engine's thread too, so
     /// a caller juggling many jobs (an event loop) keeps working while the kernel forks.
-    pub fn start(&self, spec: JobSpec) -> std::io::Result<RunHandle> {
+    /// With `notify`, the token is pushed to that queue when the job ends.
+    pub fn start(&self, spec: JobSpec, notify: Option<(Arc<CompletionQueue>, u64)>) -> std::io::Result<RunHandle> {
         let guard = self.runtime.read().unwrap();
         let runtime = guard.as_ref().filter(|_| !self.closed.load(Ordering::SeqCst)).ok_or_else(shut_down_error)?;
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(notify));
         let counted = InFlightGuard::enter(&self.in_flight);
         if self.closed.load(Ordering::SeqCst) {
             // A shutdown began after our check: it may not have seen us in the count.
@@ -227,16 +228,19 @@ struct Shared {
     /// A pipe whose read end becomes readable when the job is done, for event loops. Made on
     /// first request only: blocking callers never pay for it.
     wake: Mutex<Option<(OwnedFd, OwnedFd)>>,
+    /// Where to report the end, for callers that wait on many jobs through one queue.
+    notify: Option<(Arc<CompletionQueue>, u64)>,
 }
 
 impl Shared {
-    fn new() -> Self {
+    fn new(notify: Option<(Arc<CompletionQueue>, u64)>) -> Self {
         Self {
             outcome: Mutex::new(None),
             done: Condvar::new(),
             cancel: Arc::new(Notify::new()),
             pid: Mutex::new(None),
             wake: Mutex::new(None),
+            notify,
         }
     }
 
@@ -245,6 +249,9 @@ impl Shared {
         self.done.notify_all();
         if let Some((_, write)) = self.wake.lock().unwrap().as_ref() {
             poke(write);
+        }
+        if let Some((queue, token)) = &self.notify {
+            queue.push(*token);
         }
     }
 
@@ -260,6 +267,43 @@ impl Shared {
             *wake = Some(pair);
         }
         Ok(wake.as_ref().map(|(read, _)| read.as_raw_fd()).unwrap_or(-1))
+    }
+}
+
+/// Tokens of finished jobs, with one file descriptor that is readable while any are waiting: an
+/// event loop watching hundreds of jobs registers one reader, not one per job.
+pub struct CompletionQueue {
+    tokens: Mutex<Vec<u64>>,
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl CompletionQueue {
+    pub fn new() -> std::io::Result<Self> {
+        let (read, write) = nonblocking_pipe()?;
+        Ok(Self { tokens: Mutex::new(Vec::new()), read, write })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    fn push(&self, token: u64) {
+        let mut tokens = self.tokens.lock().unwrap();
+        // The pipe holds a byte exactly while the queue is not empty.
+        if tokens.is_empty() {
+            poke(&self.write);
+        }
+        tokens.push(token);
+    }
+
+    /// Takes every waiting token and empties the pipe.
+    pub fn drain(&self) -> Vec<u64> {
+        let mut tokens = self.tokens.lock().unwrap();
+        let mut sink = [0u8; 64];
+        // SAFETY: reading into a valid buffer from our own non-blocking pipe, until it is empty.
+        while unsafe { libc::read(self.read.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) } > 0 {}
+        std::mem::take(&mut *tokens)
     }
 }
 

@@ -2,8 +2,18 @@
 
 use std::time::{Duration, Instant};
 
-use dkron_exec_core::engine::Engine;
+use dkron_exec_core::engine::{CompletionQueue, Engine, RunHandle};
 use dkron_exec_core::job::{EndReason, JobSpec};
+
+trait StartPlain {
+    fn start_plain(&self, spec: JobSpec) -> std::io::Result<RunHandle>;
+}
+
+impl StartPlain for Engine {
+    fn start_plain(&self, spec: JobSpec) -> std::io::Result<RunHandle> {
+        self.start(spec, None)
+    }
+}
 
 fn sh(script: &str) -> JobSpec {
     let mut spec = JobSpec::new(vec!["/bin/sh".into(), "-c".into(), script.into()]);
@@ -22,7 +32,7 @@ fn alive(pid: i32) -> bool {
 #[test]
 fn captures_stdout_stderr_and_exit_code() {
     let engine = Engine::new(1).unwrap();
-    let out = engine.start(sh("echo out; echo err >&2; exit 3")).unwrap().wait(None).unwrap();
+    let out = engine.start_plain(sh("echo out; echo err >&2; exit 3")).unwrap().wait(None).unwrap();
     assert_eq!(out.exit_code, Some(3));
     assert_eq!(out.error.as_deref(), Some("exit status 3"));
     let text = String::from_utf8_lossy(&out.output);
@@ -34,7 +44,7 @@ fn captures_stdout_stderr_and_exit_code() {
 #[test]
 fn a_missing_program_is_a_spawn_failure() {
     let engine = Engine::new(1).unwrap();
-    let out = engine.start(JobSpec::new(vec!["/nonexistent/prog".into()])).unwrap().wait(None).unwrap();
+    let out = engine.start_plain(JobSpec::new(vec!["/nonexistent/prog".into()])).unwrap().wait(None).unwrap();
     assert_eq!(out.reason, EndReason::SpawnFailed);
     assert!(out.error.as_deref().unwrap().contains("could not start"));
     assert_eq!(out.exit_code, None);
@@ -47,7 +57,7 @@ fn stdin_payload_larger_than_a_pipe_does_not_deadlock() {
     let mut spec = JobSpec::new(vec!["cat".into()]);
     spec.stdin = Some(payload.clone());
     spec.output_limit = 2 << 20;
-    let out = engine.start(spec).unwrap().wait(Some(Duration::from_secs(20))).unwrap();
+    let out = engine.start_plain(spec).unwrap().wait(Some(Duration::from_secs(20))).unwrap();
     assert_eq!(out.output, payload);
     assert!(out.success());
 }
@@ -57,7 +67,7 @@ fn output_over_the_limit_keeps_the_tail_and_the_error_line() {
     let engine = Engine::new(1).unwrap();
     let mut spec = sh("seq 1 100000; exit 1");
     spec.output_limit = 1000;
-    let out = engine.start(spec).unwrap().wait(None).unwrap();
+    let out = engine.start_plain(spec).unwrap().wait(None).unwrap();
     assert!(out.truncated);
     assert_eq!(out.output.len(), 1000);
     let text = String::from_utf8_lossy(&out.output);
@@ -71,7 +81,7 @@ fn timeout_kills_a_grandchild_that_ignores_sigterm_and_holds_the_pipe() {
     let mut spec = sh("sh -c 'trap \"\" TERM; echo $$ > /dev/stderr; sleep 60' & sleep 60");
     spec.timeout = Some(Duration::from_millis(500));
     let t0 = Instant::now();
-    let out = engine.start(spec).unwrap().wait(Some(Duration::from_secs(10))).unwrap();
+    let out = engine.start_plain(spec).unwrap().wait(Some(Duration::from_secs(10))).unwrap();
     assert!(t0.elapsed() < Duration::from_millis(2500), "{:?}", t0.elapsed());
     assert_eq!(out.reason, EndReason::TimedOut);
     let text = String::from_utf8_lossy(&out.output);
@@ -87,7 +97,7 @@ fn an_escaped_grandchild_holding_the_pipe_does_not_hang_a_finished_job() {
     let mut spec = sh("setsid sleep 30 & echo started");
     spec.pipe_grace = Duration::from_millis(300);
     let t0 = Instant::now();
-    let out = engine.start(spec).unwrap().wait(Some(Duration::from_secs(10))).unwrap();
+    let out = engine.start_plain(spec).unwrap().wait(Some(Duration::from_secs(10))).unwrap();
     assert!(t0.elapsed() < Duration::from_secs(3));
     assert!(out.success());
     assert_eq!(out.output, b"started\n");
@@ -101,7 +111,7 @@ fn memory_limit_kills_the_tree() {
     spec.mem_limit = Some(50 << 20);
     spec.mem_poll = Duration::from_millis(50);
     let t0 = Instant::now();
-    let out = engine.start(spec).unwrap().wait(Some(Duration::from_secs(20))).unwrap();
+    let out = engine.start_plain(spec).unwrap().wait(Some(Duration::from_secs(20))).unwrap();
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert_eq!(out.reason, EndReason::MemoryLimit);
     assert!(out.error.as_deref().unwrap().contains("memory limit of 52428800 bytes"));
@@ -111,7 +121,7 @@ fn memory_limit_kills_the_tree() {
 #[test]
 fn cancel_kills_the_job() {
     let engine = Engine::new(1).unwrap();
-    let handle = engine.start(sh("sleep 30")).unwrap();
+    let handle = engine.start_plain(sh("sleep 30")).unwrap();
     // Cancelled before or after the spawn, the job ends killed.
     handle.cancel();
     let out = handle.wait(Some(Duration::from_secs(5))).unwrap();
@@ -123,7 +133,7 @@ fn cancel_kills_the_job() {
 fn many_jobs_in_flight_on_one_worker() {
     let engine = Engine::new(1).unwrap();
     let t0 = Instant::now();
-    let handles: Vec<_> = (0..200).map(|_| engine.start(JobSpec::new(vec!["sleep".into(), "1".into()])).unwrap()).collect();
+    let handles: Vec<_> = (0..200).map(|_| engine.start_plain(JobSpec::new(vec!["sleep".into(), "1".into()])).unwrap()).collect();
     assert!(engine.in_flight() > 100);
     for h in handles {
         assert!(h.wait(Some(Duration::from_secs(30))).unwrap().success());
@@ -135,7 +145,7 @@ fn many_jobs_in_flight_on_one_worker() {
 #[test]
 fn shutdown_kills_running_jobs() {
     let engine = Engine::new(1).unwrap();
-    let handle = engine.start(sh("sleep 30")).unwrap();
+    let handle = engine.start_plain(sh("sleep 30")).unwrap();
     // The spawn happens on the engine's thread: the pid is known shortly after start returns.
     let deadline = Instant::now() + Duration::from_secs(5);
     let pid = loop {
@@ -157,7 +167,7 @@ fn env_and_cwd() {
     let mut spec = sh("echo $FOO; pwd");
     spec.env = vec![("FOO".into(), "bar baz".into())];
     spec.cwd = Some("/tmp".into());
-    let out = engine.start(spec).unwrap().wait(None).unwrap();
+    let out = engine.start_plain(spec).unwrap().wait(None).unwrap();
     assert_eq!(out.output, b"bar baz\n/tmp\n");
 }
 
@@ -206,5 +216,27 @@ fn shutdown_from_another_thread_kills_a_run_here() {
     stopper.join().unwrap();
     assert_eq!(out.reason, EndReason::Cancelled);
     assert!(engine.run_here(sh("true"), Duration::from_millis(50), || false).is_err());
-    assert!(engine.start(sh("true")).is_err());
+    assert!(engine.start_plain(sh("true")).is_err());
+}
+
+#[test]
+fn a_completion_queue_reports_every_job_once() {
+    let engine = Engine::new(1).unwrap();
+    let queue = std::sync::Arc::new(CompletionQueue::new().unwrap());
+    let handles: Vec<_> = (0..20u64)
+        .map(|i| engine.start(sh(&format!("sleep 0.0{}", i % 5)), Some((queue.clone(), i))).unwrap())
+        .collect();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 20 {
+        assert!(Instant::now() < deadline);
+        let mut fds = [libc::pollfd { fd: queue.fd(), events: libc::POLLIN, revents: 0 }];
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) };
+        seen.extend(queue.drain());
+    }
+    seen.sort();
+    assert_eq!(seen, (0..20).collect::<Vec<_>>());
+    assert!(handles.iter().all(|h| h.result().is_some()));
+    assert!(queue.drain().is_empty());
 }
