@@ -1,4 +1,5 @@
-"""A unix datagram socket with a receiver that drops everything: the syslog daemon of the benchmarks.
+"""A unix datagram socket with a receiver that drops everything: the syslog daemon of the benchmarks;
+and the plain-Python syslog client (a logger with ``SysLogHandler``).
 
 The receiver is ``c/dgram_drain.c`` (recvmmsg in batches), one per process, killed at exit. Linux queues
 only ``max_dgram_qlen`` datagrams (often 10) per socket, so a slow receiver would be what every sender
@@ -8,6 +9,9 @@ waits on; a C one keeps the senders' own cost in front.
 from __future__ import annotations
 
 import atexit
+import logging
+import logging.handlers
+import os
 import shutil
 import subprocess
 import tempfile
@@ -37,3 +41,15 @@ def socket_path(results: Path = _baselines.RESULTS) -> Path:
 
     atexit.register(stop)
     return path
+
+
+def python_logger(address: str) -> logging.Logger:
+    handler = logging.handlers.SysLogHandler(
+        address=address, facility=logging.handlers.SysLogHandler.LOG_CRON
+    )
+    handler.ident = f"dkron[{os.getpid()}]: "
+    logger = logging.getLogger(f"dkron-bench-syslog-{address}")
+    logger.propagate = False
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    return logger

@@ -13,6 +13,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -36,3 +37,13 @@ def empty(path: Path) -> None:
                 shutil.rmtree(entry.path)
             else:
                 os.unlink(entry.path)
+
+
+def emptied_first(path: Path, work: Callable[[int], float]) -> Callable[[int], float]:
+    """``work(n)`` (which returns its own seconds) run in ``path`` emptied first, the emptying not timed."""
+
+    def sample(n: int) -> float:
+        empty(path)
+        return work(n)
+
+    return sample

@@ -10,9 +10,7 @@ see ``_scratch``): on a disk the cost of creating a file depends on where the fo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
@@ -24,16 +22,6 @@ from ._timing import rate
 GROUP = "files"
 SIZE = 1024
 DATA = b"x" * (SIZE - 1) + b"\n"
-
-
-def fresh(folder: Path, loop: Callable[[int], float]) -> Callable[[int], float]:
-    """``loop(n)`` timed into an emptied folder (the emptying is not timed)."""
-
-    def work(n: int) -> float:
-        _scratch.empty(folder)
-        return loop(n)
-
-    return work
 
 
 @group(GROUP)
@@ -75,9 +63,17 @@ def figures(env: Env) -> list[Figure]:
             title="files processor, 1 KiB per execution",
             unit="files/s",
             subjects=[
-                Subject("dkron_exec", rate(n, 1, fresh(folder, dkron)), "FilesProcessor.process"),
-                Subject("python", rate(n, 1, fresh(folder, plain)), "open().write, not atomic"),
-                Subject("c", rate(n, 1, fresh(folder, c_loop)), "open O_EXCL + fchmod + write + rename"),
+                Subject(
+                    "dkron_exec", rate(n, 1, _scratch.emptied_first(folder, dkron)), "FilesProcessor.process"
+                ),
+                Subject(
+                    "python", rate(n, 1, _scratch.emptied_first(folder, plain)), "open().write, not atomic"
+                ),
+                Subject(
+                    "c",
+                    rate(n, 1, _scratch.emptied_first(folder, c_loop)),
+                    "open O_EXCL + fchmod + write + rename",
+                ),
             ],
             targets=[Target("ratio", 0.8, "c", "files vs C")],
         )

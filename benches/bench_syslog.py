@@ -9,8 +9,6 @@ drained by a C receiver (``_drain``); the "sink alone" row calls the Rust sink w
 
 from __future__ import annotations
 
-import logging
-import logging.handlers
 import os
 import time
 from collections.abc import Callable
@@ -28,18 +26,6 @@ OUTPUT = b"backup finished: 1234 files, 56 MB, 0 errors"
 # What the sink writes for OUTPUT (local RFC 3164): the C loop sends the same bytes.
 MESSAGE = f"<78>Jan  2 15:04:05 dkron[{os.getpid()}]: {OUTPUT.decode()}\n"
 LINES = 100  # lines of the per-line execution
-
-
-def handler_logger(address: str) -> logging.Logger:
-    handler = logging.handlers.SysLogHandler(
-        address=address, facility=logging.handlers.SysLogHandler.LOG_CRON
-    )
-    handler.ident = f"dkron[{os.getpid()}]: "
-    logger = logging.getLogger(f"dkron-bench-syslog-{address}")
-    logger.propagate = False
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    return logger
 
 
 def seconds(loop: Callable[[int], object]) -> Callable[[int], float]:
@@ -70,7 +56,7 @@ def figures(env: Env) -> list[Figure]:
         job_name="bench", started_at=now, finished_at=now, success=True, output=OUTPUT, exit_code=0
     )
     many = one.replace(output=b"\n".join([OUTPUT] * lines))
-    logger = handler_logger(sock)
+    logger = _drain.python_logger(sock)
     text = OUTPUT.decode()
     sink = SyslogSink({"transport": "unixgram", "address": sock})
     stamp = time.time_ns()
