@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -50,10 +51,14 @@ def plugin_files(results: Path) -> dict[str, Path]:
     folder = _baselines.cache_dir(results).parent / "plugins"
     folder.mkdir(parents=True, exist_ok=True)
     cecho = folder / "dkron-processor-cecho"
-    shutil.copy(_baselines.binary("pingpong", results), cecho)
     pyecho = folder / "dkron-processor-pyecho"
-    pyecho.write_text(f"#!{sys.executable}\n{SDK_ECHO}")
-    pyecho.chmod(0o755)
+    # Written aside and renamed: another bench process may be running the current files (ETXTBSY).
+    tmp_c, tmp_py = (p.with_suffix(f".tmp{os.getpid()}") for p in (cecho, pyecho))
+    shutil.copy(_baselines.binary("pingpong", results), tmp_c)
+    tmp_py.write_text(f"#!{sys.executable}\n{SDK_ECHO}")
+    tmp_py.chmod(0o755)
+    tmp_c.replace(cecho)
+    tmp_py.replace(pyecho)
     return {"cecho": cecho, "pyecho": pyecho}
 
 
