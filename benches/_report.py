@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._measure import Result
-from ._registry import PRIMARY
+from ._registry import PRIMARY, Target
 
 BASELINES = ("python", "c")
 HEADER = "| figure | unit | dkron_exec | Python | dkron/Py | C limit | dkron/C | target | met |"
@@ -30,12 +30,20 @@ def verdict(met: bool | None) -> str:
     return {True: "yes", False: "**no**", None: "n/a"}[met]
 
 
+def target_cell(target: Target, result: Result) -> str:
+    text = target.describe().replace(" c", " C").replace(" python", " Py")
+    if target.kind == "ratio" and target.baseline not in BASELINES:
+        # A baseline with no column of its own (e.g. the bare spawn rate): show the ratio here.
+        text += f" (now {ratio(result.ratio(target.baseline))})"
+    return text
+
+
 def row(result: Result) -> str:
     fig, med = result.figure, result.medians
     cells = [fig.title, fig.unit, number(med.get(PRIMARY))]
     for name in BASELINES:
         cells += [number(med.get(name)), ratio(result.ratio(name))]
-    cells.append("; ".join(t.describe().replace(" c", " C").replace(" python", " Py") for t in fig.targets))
+    cells.append("; ".join(target_cell(t, result) for t in fig.targets))
     cells.append("; ".join(verdict(t.met(med, result.ratios)) for t in fig.targets))
     if result.errors:
         cells[0] += " (failed: " + ", ".join(result.errors) + ")"

@@ -1,144 +1,84 @@
-"""Files processor throughput, against its physical limit and the plain-Python way, in one run.
+"""Files processor: one 1 KiB log file per execution.
 
-Each benchmarked call writes ``N`` log files of ``SIZE`` bytes:
-
-* ``c_loop``: a small C program doing the same system calls per file (open O_EXCL, fchmod,
-  write, close, rename), compiled here with ``cc``: the physical limit of this machine (its
-  wall time includes starting the program; ``loop_executions_per_s`` is the loop alone);
-* ``python_open_write``: ``open(path, "wb").write(data)``, the plain-Python way (not atomic);
-* ``python_atomic``: the same with a temporary file and ``os.replace`` (what the processor does);
-* ``files_processor``: ``FilesProcessor.process`` with ``forward`` false (the output becomes the path).
-
-``extra_info["executions_per_s"]`` holds the rate. No timing is asserted: these machines are
-shared and noisy; ratios within one run are what to read.
+dkron_exec: ``FilesProcessor.process`` with ``forward`` false (the output becomes the path), as the
+chain calls it. Python: ``open(path, "wb").write(data)``, the plain way (not atomic). C:
+``c/files_loop.c``, the processor's system calls per file (open O_EXCL, fchmod, write, close, rename).
+Every sample of every subject writes into the same directory, emptied first (on tmpfs by default:
+see ``_scratch``): on a disk the cost of creating a file depends on where the folder is.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import shutil
-import subprocess
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from dkron_exec import Execution
-from dkron_exec.processors import ProcessContext
-from dkron_exec.processors.files import FilesProcessor
+from . import _baselines, _scratch
+from ._cases import run_case
+from ._registry import Env, Figure, Subject, Target, group
+from ._timing import rate
 
-N = 500
+GROUP = "files"
 SIZE = 1024
 DATA = b"x" * (SIZE - 1) + b"\n"
-_seq = itertools.count()
-
-C_SOURCE = r"""
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
-
-int main(int argc, char **argv) {
-    const char *dir = argv[1];
-    long first = atol(argv[2]), n = atol(argv[3]), size = atol(argv[4]);
-    char *buf = malloc(size), tmp[4096], dst[4096];
-    memset(buf, 'x', size);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (long i = first; i < first + n; i++) {
-        snprintf(tmp, sizeof tmp, "%s/.%ld-node.log.tmp", dir, i);
-        snprintf(dst, sizeof dst, "%s/%ld-node.log", dir, i);
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0 || fchmod(fd, 0644) || write(fd, buf, size) != size || close(fd) || rename(tmp, dst)) {
-            perror(tmp);
-            return 1;
-        }
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    printf("%.9f\n", (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
-    return 0;
-}
-"""
 
 
-@pytest.fixture(scope="module")
-def c_loop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cc = shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler (cc) to build the baseline")
-    build = tmp_path_factory.mktemp("c")
-    (build / "loop.c").write_text(C_SOURCE)
-    subprocess.run([cc, "-O2", "-o", str(build / "loop"), str(build / "loop.c")], check=True)
-    return build / "loop"
+@group(GROUP)
+def figures(env: Env) -> list[Figure]:
+    from dkron_exec import Execution
+    from dkron_exec.processors import ProcessContext
+    from dkron_exec.processors.files import FilesProcessor
 
-
-def record(benchmark: Any, fn: Callable[[], None]) -> None:
-    started = time.perf_counter()
-    benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
-    stats = getattr(benchmark, "stats", None)
-    # With --benchmark-disable there are no stats: time the single call ourselves.
-    seconds = stats.stats.mean if stats else time.perf_counter() - started
-    benchmark.extra_info["executions_per_s"] = round(N / seconds)
-
-
-@pytest.mark.benchmark(group="files: one 1 KiB log file per execution")
-def test_c_loop(benchmark: Any, c_loop: Path, tmp_path: Path) -> None:
-    inside: list[float] = []
-
-    def run() -> None:
-        first = next(_seq) * N
-        args = [str(c_loop), str(tmp_path), str(first), str(N), str(SIZE)]
-        inside.append(float(subprocess.run(args, check=True, capture_output=True).stdout))
-
-    record(benchmark, run)
-    # The loop alone, without starting the program: the physical limit proper.
-    benchmark.extra_info["loop_executions_per_s"] = round(N / min(inside))
-
-
-@pytest.mark.benchmark(group="files: one 1 KiB log file per execution")
-def test_python_open_write(benchmark: Any, tmp_path: Path) -> None:
-    def run() -> None:
-        first = next(_seq) * N
-        for i in range(first, first + N):
-            with open(tmp_path / f"{i}-node.log", "wb") as f:
-                f.write(DATA)
-
-    record(benchmark, run)
-
-
-@pytest.mark.benchmark(group="files: one 1 KiB log file per execution")
-def test_python_atomic(benchmark: Any, tmp_path: Path) -> None:
-    def run() -> None:
-        first = next(_seq) * N
-        for i in range(first, first + N):
-            tmp = tmp_path / f".{i}-node.log.tmp"
-            with open(tmp, "xb") as f:
-                os.fchmod(f.fileno(), 0o644)
-                f.write(DATA)
-            os.replace(tmp, tmp_path / f"{i}-node.log")
-
-    record(benchmark, run)
-
-
-@pytest.mark.benchmark(group="files: one 1 KiB log file per execution")
-def test_files_processor(benchmark: Any, tmp_path: Path) -> None:
+    n = env.pick(test=2, quick=1000, full=5000)
+    folder = _scratch.folder("files")
     proc = FilesProcessor()
-    config = {"log_dir": str(tmp_path), "reporting_node": "node"}
+    config = {"log_dir": str(folder), "reporting_node": "node"}
     ctx = ProcessContext(node_name="node")
-    started = datetime.now(timezone.utc)
-    template = Execution(job_name="bench", started_at=started, finished_at=started, success=True, output=DATA)
+    now = datetime.now(timezone.utc)
+    template = Execution(job_name="bench", started_at=now, finished_at=now, success=True, output=DATA)
+    # Built before timing: the chain hands the processor a finished execution.
+    executions = [template.replace(key=f"{i}-node") for i in range(n)]
 
-    def run() -> None:
-        first = next(_seq) * N
-        for i in range(first, first + N):
-            proc.process(template.replace(key=f"{i}-node"), config, ctx)
+    def dkron(count: int) -> float:
+        t0 = time.perf_counter()
+        for execution in executions[:count]:
+            proc.process(execution, config, ctx)
+        return time.perf_counter() - t0
 
-    record(benchmark, run)
-    assert len(os.listdir(tmp_path)) >= N
+    def plain(count: int) -> float:
+        t0 = time.perf_counter()
+        for i in range(count):
+            with open(folder / f"{i}-node.log", "wb") as f:
+                f.write(DATA)
+        return time.perf_counter() - t0
+
+    def c_loop(count: int) -> float:
+        out = _baselines.run("files_loop", folder, 0, count, SIZE, results=env.results)
+        return out["seconds"]
+
+    return [
+        Figure(
+            id="files",
+            title="files processor, 1 KiB per execution",
+            unit="files/s",
+            subjects=[
+                Subject(
+                    "dkron_exec", rate(n, 1, _scratch.emptied_first(folder, dkron)), "FilesProcessor.process"
+                ),
+                Subject(
+                    "python", rate(n, 1, _scratch.emptied_first(folder, plain)), "open().write, not atomic"
+                ),
+                Subject(
+                    "c",
+                    rate(n, 1, _scratch.emptied_first(folder, c_loop)),
+                    "open O_EXCL + fchmod + write + rename",
+                ),
+            ],
+            targets=[Target("ratio", 0.8, "c", "files vs C")],
+        )
+    ]
+
+
+def test_files(case: tuple[Figure, Subject], request: pytest.FixtureRequest) -> None:
+    run_case(case, request)

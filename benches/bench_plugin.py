@@ -1,119 +1,152 @@
-"""Plugin processor round trips per second, with 1 KiB and 256 KiB outputs, in one run against:
+"""Plugin processor round trips (1 KiB and 256 KiB outputs).
 
-* ``c-pingpong``: two C processes echoing the same frames over a socketpair (the physical limit
-  of the transport; no host, no JSON parsing);
-* ``c-plugin``: the Rust host driving a C plugin (the host's own overhead: Python call, GIL
-  release, JSON header, supervisor task, wake-up);
-* ``python-plugin``: the Rust host driving a Python plugin written with ``dkron_exec.plugin.serve``
-  (what a typical plugin costs).
-
-No timing assertions: the machine is small and shared. ``test_summary`` prints the ratios.
+dkron_exec: ``PluginManager.process`` (the Rust host; socketpair transport, frames of a JSON header and
+a raw body) driving an echo plugin written with ``dkron_exec.plugin.serve`` (the Python SDK), and the
+same host driving a C echo plugin (``dkron-processor-cecho``, built from ``c/pingpong.c``): the host's
+own cost without the SDK's. Python: a host and a plugin in plain Python, JSON lines over a pipe with the
+output in base64 (``_jsonl_plugin.py``). C: ``c/pingpong.c``, two processes echoing the same frames over a
+socketpair, no host and no JSON parsing (the limit of the transport).
 """
 
 from __future__ import annotations
 
+import atexit
+import base64
+import json
+import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dkron_exec.discovery import DiscoveredPlugins, PluginInfo
-from dkron_exec.execution import Execution
-from dkron_exec.plugin_host import PluginManager
+from . import _baselines
+from ._cases import run_case
+from ._registry import Env, Figure, Subject, Target, group
+from ._timing import rate, timed_loop
 
-HERE = Path(__file__).resolve().parent
-SIZES = {"1KiB": 1024, "256KiB": 256 * 1024}
-RESULTS: dict[tuple[str, str], float] = {}
+GROUP = "plugin"
+SIZES = {"1 KiB": 1024, "256 KiB": 256 * 1024}
+HERE = Path(__file__).parent
 
-PY_ECHO = """
+SDK_ECHO = """
 from dkron_exec.plugin import serve
+
 
 class Echo:
     def process(self, args):
         return args.execution
 
+
 serve(processor=Echo())
 """
 
 
-@pytest.fixture(scope="module")
-def bins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if shutil.which("cc") is None:
-        pytest.skip("no C compiler")
-    d = tmp_path_factory.mktemp("bench-bin")
-    pingpong = d / "pingpong"
-    subprocess.run(["cc", "-O2", "-o", str(pingpong), str(HERE / "pingpong.c")], check=True)
-    cecho = d / "dkron-processor-cecho"
-    shutil.copy(pingpong, cecho)
-    pyecho = d / "dkron-processor-pyecho"
-    pyecho.write_text(f"#!{sys.executable}\n{PY_ECHO}")
-    pyecho.chmod(0o755)
-    return {"pingpong": pingpong, "cecho": cecho, "pyecho": pyecho}
+def plugin_files(results: Path) -> dict[str, Path]:
+    """The two echo plugins under their plugin names (the C one answers as a plugin by its name)."""
+    folder = _baselines.cache_dir(results).parent / "plugins"
+    folder.mkdir(parents=True, exist_ok=True)
+    cecho = folder / "dkron-processor-cecho"
+    pyecho = folder / "dkron-processor-pyecho"
+    # Written aside and renamed: another bench process may be running the current files (ETXTBSY).
+    tmp_c, tmp_py = (p.with_suffix(f".tmp{os.getpid()}") for p in (cecho, pyecho))
+    shutil.copy(_baselines.binary("pingpong", results), tmp_c)
+    tmp_py.write_text(f"#!{sys.executable}\n{SDK_ECHO}")
+    tmp_py.chmod(0o755)
+    tmp_c.replace(cecho)
+    tmp_py.replace(pyecho)
+    return {"cecho": cecho, "pyecho": pyecho}
 
 
-@pytest.fixture(scope="module")
-def manager(bins: dict[str, Path]) -> Iterator[PluginManager]:
+@cache
+def manager(results: Path) -> Any:
+    from dkron_exec.discovery import DiscoveredPlugins, PluginInfo
+    from dkron_exec.plugin_host import PluginManager
+
     found = DiscoveredPlugins()
-    for name in ("cecho", "pyecho"):
-        found.processors[name] = PluginInfo(kind="processor", name=name, path=bins[name])
-    m = PluginManager(found, call_timeout=10.0)
-    yield m
-    m.close()
+    for name, path in plugin_files(results).items():
+        found.processors[name] = PluginInfo(kind="processor", name=name, path=path)
+    m = PluginManager(found, call_timeout=30.0)
+    atexit.register(m.close)
+    return m
 
 
-def _execution(size: int) -> Execution:
+class JsonLinesPlugin:
+    """The plain-Python host side: one request line, one answer line, on the plugin's stdin/stdout."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "_jsonl_plugin.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        self.calls = 0
+        atexit.register(self.close)
+
+    def process(self, fields: dict[str, Any], output: bytes, config: dict[str, str]) -> bytes:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.calls += 1
+        execution = {**fields, "output": base64.b64encode(output).decode("ascii")}
+        request = {"type": "process", "id": self.calls, "execution": execution, "config": config}
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        return base64.b64decode(answer["execution"]["output"])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def figure(env: Env, label: str, size: int, plugin: str, jsonl: JsonLinesPlugin) -> Figure:
+    from dkron_exec import Execution
+
+    n = env.pick(test=2, quick=2000 if size <= 4096 else 200, full=10_000 if size <= 4096 else 1000)
+    # The JSON-lines plugin is ~100x slower with big outputs: fewer of its round trips per sample.
+    n_python = n if size <= 4096 else max(2, n // 10)
+    m = manager(env.results)
     now = datetime.now(timezone.utc)
-    return Execution(job_name="bench", started_at=now, finished_at=now, success=True, output=b"x" * size)
+    execution = Execution(job_name="bench", started_at=now, finished_at=now, success=True, output=b"x" * size)
+    config = {"forward": "true"}
+    fields = {k: v for k, v in execution.to_dict().items() if k != "output"}
+
+    def dkron() -> None:
+        if len(m.process(plugin, execution, config).output) != size:
+            raise RuntimeError("the plugin did not echo the output")
+
+    def plain() -> None:
+        if len(jsonl.process(fields, execution.output, config)) != size:
+            raise RuntimeError("the JSON-lines plugin did not echo the output")
+
+    def c_loop(count: int) -> float:
+        return _baselines.run("pingpong", size, count, results=env.results)["seconds"]
+
+    kind = "Python SDK plugin" if plugin == "pyecho" else "C plugin"
+    return Figure(
+        id=f"plugin-{plugin}-{size}",
+        title=f"plugin round trip {label}, {kind}",
+        unit="round trips/s",
+        subjects=[
+            Subject("dkron_exec", rate(n, 1, timed_loop(dkron)), f"PluginManager.process, {kind}"),
+            Subject("python", rate(n_python, 1, timed_loop(plain)), "JSON lines over a pipe, base64 output"),
+            Subject("c", rate(n, 1, c_loop), "C ping-pong of the same frames on a socketpair"),
+        ],
+        targets=[Target("ratio", 0.7, "c", "plugin round trip vs C ping-pong")],
+        series=f"plugin-{plugin}",
+        x=size,
+    )
 
 
-def _record(benchmark: Any, group: str, size: str) -> None:
-    stats = getattr(benchmark, "stats", None)
-    if stats is not None:
-        RESULTS[(group, size)] = 1.0 / stats.stats.mean
+@group(GROUP)
+def figures(env: Env) -> list[Figure]:
+    import dkron_exec.plugin_host  # noqa: F401  (ImportError: no plugin host in this build)
+
+    jsonl = JsonLinesPlugin()
+    return [figure(env, label, size, p, jsonl) for p in ("pyecho", "cecho") for label, size in SIZES.items()]
 
 
-@pytest.mark.parametrize("size", SIZES)
-def test_c_pingpong(benchmark: Any, bins: dict[str, Path], size: str) -> None:
-    rounds = 20_000 if SIZES[size] <= 4096 else 2_000
-    rates: list[float] = []
-
-    def run() -> None:
-        argv = [str(bins["pingpong"]), str(SIZES[size]), str(rounds)]
-        out = subprocess.run(argv, capture_output=True, check=True)
-        rates.append(float(out.stdout))
-
-    benchmark.group = f"plugin-roundtrip-{size}"
-    benchmark.pedantic(run, rounds=3, iterations=1)
-    RESULTS[("c-pingpong", size)] = max(rates)
-    benchmark.extra_info["round_trips_per_s"] = max(rates)
-
-
-@pytest.mark.parametrize("plugin", ["cecho", "pyecho"])
-@pytest.mark.parametrize("size", SIZES)
-def test_plugin_processor_round_trip(benchmark: Any, manager: PluginManager, plugin: str, size: str) -> None:
-    execution = _execution(SIZES[size])
-    result = manager.process(plugin, execution, {"forward": "true"})  # starts the plugin
-    assert result.output == execution.output
-    benchmark.group = f"plugin-roundtrip-{size}"
-    benchmark(manager.process, plugin, execution, {"forward": "true"})
-    _record(benchmark, "c-plugin" if plugin == "cecho" else "python-plugin", size)
-
-
-def test_summary() -> None:
-    if not RESULTS:
-        pytest.skip("benchmarks disabled")
-    lines = ["", "plugin processor round trips/s (higher is better)"]
-    for size in SIZES:
-        base = RESULTS.get(("c-pingpong", size))
-        for group in ("c-pingpong", "c-plugin", "python-plugin"):
-            rate = RESULTS.get((group, size))
-            if rate is None:
-                continue
-            ratio = f"  {rate / base:6.1%} of the C ping-pong" if base else ""
-            lines.append(f"  {size:>7} {group:<14} {rate:10.0f}/s{ratio}")
-    print("\n".join(lines))
+def test_plugin(case: tuple[Figure, Subject], request: pytest.FixtureRequest) -> None:
+    run_case(case, request)

@@ -1,195 +1,123 @@
-"""Syslog messages per second, in one run: the syslog processor and its Rust sink next to the
-physical limit (a C ``sendto`` loop, compiled here with ``cc``) and the plain-Python way
-(``logging.handlers.SysLogHandler``), all to the same unix datagram socket.
+"""Syslog processor: messages per second to a unix datagram socket.
 
-A separate process drains the socket, so no one measured waits on a full queue for long and the
-GIL is not shared with the receiver. Rates land in ``extra_info["messages_per_s"]``; nothing is
-asserted about them (small shared machines are noisy).
+dkron_exec: ``SyslogProcessor.process`` (its Rust sink writes RFC 3164, as Go's log/syslog does), one
+message per execution, and with ``per_line`` one message per output line (the sink's batch path).
+Python: ``logging.handlers.SysLogHandler`` through a logger. C: ``c/sendto_loop.c``, one ``send`` per
+message on a connected socket, with the bytes the sink writes. All three write to the same socket,
+drained by a C receiver (``_drain``); the "sink alone" row calls the Rust sink without the processor.
 """
 
 from __future__ import annotations
 
-import logging
-import logging.handlers
-import shutil
-import subprocess
-import sys
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from dkron_exec._core import SyslogSink
-from dkron_exec.execution import Execution
-from dkron_exec.processors import ProcessContext
-from dkron_exec.processors.syslog import SyslogProcessor
+from . import _baselines, _drain
+from ._cases import run_case
+from ._registry import Env, Figure, Subject, Target, group
+from ._timing import rate
 
-MESSAGES = 20_000
+GROUP = "syslog"
 OUTPUT = b"backup finished: 1234 files, 56 MB, 0 errors"
-BUILD = Path(__file__).parent / "build"
-
-C_SENDTO = r"""
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-
-/* argv: socket path, count, message. One connected sendto per message, as a syslog client. */
-int main(int argc, char **argv) {
-    if (argc != 4) return 2;
-    long count = atol(argv[2]);
-    const char *msg = argv[3];
-    size_t len = strlen(msg);
-    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    strncpy(addr.sun_path, argv[1], sizeof addr.sun_path - 1);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { perror("connect"); return 1; }
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    for (long i = 0; i < count; i++) {
-        if (sendto(fd, msg, len, 0, NULL, 0) != (ssize_t)len) { perror("sendto"); return 1; }
-    }
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    printf("%.9f\n", (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
-    return 0;
-}
-"""
-
-DRAIN = """
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-s.bind(sys.argv[1])
-print("ready", flush=True)
-buf = bytearray(1 << 17)
-while True:
-    s.recv_into(buf)
-"""
+# What the sink writes for OUTPUT (local RFC 3164): the C loop sends the same bytes.
+MESSAGE = f"<78>Jan  2 15:04:05 dkron[{os.getpid()}]: {OUTPUT.decode()}\n"
+LINES = 100  # lines of the per-line execution
 
 
-@pytest.fixture(scope="module")
-def sock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("syslog-bench") / "log.sock"
-    drain = subprocess.Popen([sys.executable, "-c", DRAIN, str(path)], stdout=subprocess.PIPE)
-    assert drain.stdout is not None and drain.stdout.readline() == b"ready\n"
-    yield path
-    drain.kill()
-    drain.wait()
+def seconds(loop: Callable[[int], object]) -> Callable[[int], float]:
+    def work(n: int) -> float:
+        t0 = time.perf_counter()
+        loop(n)
+        return time.perf_counter() - t0
+
+    return work
 
 
-@pytest.fixture(scope="module")
-def c_sendto() -> Path:
-    cc = shutil.which("cc")
-    if cc is None:
-        pytest.skip("no C compiler (cc) for the baseline")
-    BUILD.mkdir(exist_ok=True)
-    src = BUILD / "sendto_loop.c"
-    exe = BUILD / "sendto_loop"
-    src.write_text(C_SENDTO)
-    subprocess.run([cc, "-O2", "-o", str(exe), str(src)], check=True)
-    return exe
+@group(GROUP)
+def figures(env: Env) -> list[Figure]:
+    from dkron_exec import Execution
+    from dkron_exec._core import SyslogSink
+    from dkron_exec.processors import ProcessContext
+    from dkron_exec.processors.syslog import SyslogProcessor
 
-
-def _rate(benchmark: Any, count: int, run: Callable[[], float | None]) -> None:
-    """Runs ``run`` (``count`` messages; it may return its own measured seconds) a few rounds."""
-    timings: list[float] = []
-
-    def once() -> None:
-        start = time.perf_counter()
-        own = run()
-        timings.append(own if own is not None else time.perf_counter() - start)
-
-    benchmark.pedantic(once, rounds=3, iterations=1, warmup_rounds=1)
-    best = min(timings)
-    benchmark.extra_info["messages"] = count
-    benchmark.extra_info["messages_per_s"] = round(count / best)
-
-
-def _execution() -> Execution:
+    n = env.pick(test=2, quick=20_000, full=100_000)
+    lines = 2 if env.is_test else LINES
+    sock = str(_drain.socket_path(env.results))
+    proc = SyslogProcessor()
+    config = {"transport": "unixgram", "address": sock, "reporting_node": "node"}
+    per_line = {**config, "per_line": "true"}
+    ctx = ProcessContext(node_name="node")
     now = datetime.now(timezone.utc)
-    return Execution(
+    one = Execution(
         job_name="bench", started_at=now, finished_at=now, success=True, output=OUTPUT, exit_code=0
     )
-
-
-@pytest.mark.benchmark(group="syslog-messages")
-def test_c_sendto_loop(benchmark: Any, sock: Path, c_sendto: Path) -> None:
-    # The same bytes the sink writes for OUTPUT (RFC 3164, Go's local form).
-    message = f"<78>Jan  2 15:04:05 dkron[1234]: {OUTPUT.decode()}\n"
-
-    def run() -> float:
-        argv = [str(c_sendto), str(sock), str(MESSAGES), message]
-        out = subprocess.run(argv, check=True, capture_output=True)
-        return float(out.stdout)  # its own timing: the process start is not counted
-
-    _rate(benchmark, MESSAGES, run)
-
-
-@pytest.mark.benchmark(group="syslog-messages")
-def test_rust_sink_send(benchmark: Any, sock: Path) -> None:
-    sink = SyslogSink({"transport": "unixgram", "address": str(sock)})
-    now = time.time_ns()
-
-    def run() -> None:
-        for _ in range(MESSAGES):
-            sink.send(job_name="bench", key="k", success=True, exit_code=0, output=OUTPUT, timestamp_ns=now)
-
-    _rate(benchmark, MESSAGES, run)
-
-
-@pytest.mark.benchmark(group="syslog-messages")
-def test_syslog_processor(benchmark: Any, sock: Path) -> None:
-    proc = SyslogProcessor()
-    config = {"transport": "unixgram", "address": str(sock), "reporting_node": "n1"}
-    ctx = ProcessContext(node_name="n1")
-    execution = _execution()
-
-    def run() -> None:
-        for _ in range(MESSAGES):
-            proc.process(execution, config, ctx)
-
-    _rate(benchmark, MESSAGES, run)
-    proc.close()
-
-
-@pytest.mark.benchmark(group="syslog-messages")
-def test_rust_sink_per_line(benchmark: Any, sock: Path) -> None:
-    """One execution of 1,000 lines, one message per line: the sink's batch path."""
-    sink = SyslogSink({"transport": "unixgram", "address": str(sock), "per_line": "true"})
-    lines = b"\n".join([OUTPUT] * 1000)
-    now = time.time_ns()
-
-    def run() -> None:
-        for _ in range(MESSAGES // 1000):
-            sink.send(job_name="bench", key="k", success=True, exit_code=0, output=lines, timestamp_ns=now)
-
-    _rate(benchmark, MESSAGES, run)
-
-
-@pytest.mark.benchmark(group="syslog-messages")
-def test_python_sysloghandler(benchmark: Any, sock: Path) -> None:
-    handler = logging.handlers.SysLogHandler(
-        address=str(sock), facility=logging.handlers.SysLogHandler.LOG_CRON
-    )
-    handler.ident = "dkron[1234]: "
-    logger = logging.getLogger("bench-syslog")
-    logger.propagate = False
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    many = one.replace(output=b"\n".join([OUTPUT] * lines))
+    logger = _drain.python_logger(sock)
     text = OUTPUT.decode()
+    sink = SyslogSink({"transport": "unixgram", "address": sock})
+    stamp = time.time_ns()
 
-    def run() -> None:
-        for _ in range(MESSAGES):
+    def c_loop(count: int) -> float:
+        return _baselines.run("sendto_loop", sock, count, MESSAGE, results=env.results)["seconds"]
+
+    def dkron_one(count: int) -> None:
+        for _ in range(count):
+            proc.process(one, config, ctx)
+
+    def dkron_lines(count: int) -> None:
+        for _ in range(count // lines):
+            proc.process(many, per_line, ctx)
+
+    def sink_alone(count: int) -> None:
+        for _ in range(count):
+            sink.send(job_name="bench", key="k", success=True, exit_code=0, output=OUTPUT, timestamp_ns=stamp)
+
+    def python_loop(count: int) -> None:
+        for _ in range(count):
             logger.info(text)
 
-    try:
-        _rate(benchmark, MESSAGES, run)
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
+    python = Subject("python", rate(n, 1, seconds(python_loop)), "logging.handlers.SysLogHandler")
+    c = Subject("c", rate(n, 1, c_loop), "send() loop on a connected unix datagram socket")
+    target = Target("ratio", 0.8, "c", "syslog vs C")
+    return [
+        Figure(
+            id="syslog",
+            title="syslog processor, one message per execution",
+            unit="messages/s",
+            subjects=[
+                Subject("dkron_exec", rate(n, 1, seconds(dkron_one)), "SyslogProcessor.process"),
+                python,
+                c,
+            ],
+            targets=[target],
+        ),
+        Figure(
+            id="syslog-per-line",
+            title=f"syslog processor, per_line ({lines} lines per execution)",
+            unit="messages/s",
+            subjects=[
+                Subject("dkron_exec", rate(n // lines * lines, 1, seconds(dkron_lines)), "per_line=true"),
+                python,
+                c,
+            ],
+            targets=[target],
+        ),
+        Figure(
+            id="syslog-sink",
+            title="syslog Rust sink alone (no processor), one message per call",
+            unit="messages/s",
+            subjects=[
+                Subject("dkron_exec", rate(n, 1, seconds(sink_alone)), "_core.SyslogSink.send"),
+                python,
+                c,
+            ],
+        ),
+    ]
+
+
+def test_syslog(case: tuple[Figure, Subject], request: pytest.FixtureRequest) -> None:
+    run_case(case, request)

@@ -2,7 +2,7 @@
  * u32 BE length + u32 BE header length + JSON header + raw body):
  *
  *   pingpong BODY_BYTES ROUNDS   fork; the parent sends a frame, the child echoes it back;
- *                                prints round trips per second (the physical limit).
+ *                                prints "seconds=S" for the loop (the physical limit).
  *   dkron-processor-cecho        a processor plugin in C (docs/PROTOCOL.md): answers each
  *                                `process` with the same body, one call at a time.
  */
@@ -155,6 +155,6 @@ int main(int argc, char **argv) {
     double elapsed = now() - start;
     close(sv[0]);
     waitpid(pid, NULL, 0);
-    printf("%.1f\n", rounds / elapsed);
+    printf("seconds=%.9f\n", elapsed);
     return 0;
 }
