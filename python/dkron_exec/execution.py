@@ -90,7 +90,17 @@ class Execution:
         return (self.finished_at - self.started_at).total_seconds()
 
     def replace(self, **changes: Any) -> Execution:
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (what each processor step returns).
+
+        A shallow copy of the fields, not ``dataclasses.replace``: that re-runs ``__init__`` and
+        costs as much as a syslog send. Unknown names raise TypeError, as there.
+        """
+        unknown = changes.keys() - _FIELD_NAMES
+        if unknown:
+            raise TypeError(f"Execution has no field {sorted(unknown)[0]!r}")
+        copy = object.__new__(Execution)
+        copy.__dict__.update(self.__dict__, **changes)
+        return copy
 
     def to_dict(self) -> dict[str, Any]:
         """Dkron's JSON field names (output as text), plus dkron_exec's own fields."""
@@ -140,3 +150,6 @@ class Execution:
     @classmethod
     def from_json(cls, data: str | bytes) -> Execution:
         return cls.from_dict(orjson.loads(data))
+
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Execution))
