@@ -124,12 +124,18 @@ pub struct Started {
     pub output: pipe::Receiver,
 }
 
+/// The pipe's capacity: a job writing a burst fills it without waiting for us, which saves a
+/// pair of context switches per 64 KiB (the default). The kernel may refuse; that costs nothing.
+const OUTPUT_PIPE_SIZE: i32 = 1 << 20;
+
 fn output_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds is a valid two-element array; on success both fds are ours.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: fcntl on the pipe we just made.
+    unsafe { libc::fcntl(fds[0], libc::F_SETPIPE_SZ, OUTPUT_PIPE_SIZE) };
     // SAFETY: pipe2 succeeded, so these are open fds owned by no one else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
@@ -279,6 +285,13 @@ pub async fn supervise(
         }
     };
 
+    // Made once and polled across iterations: re-creating them each time the loop turns (once
+    // per chunk of output) would re-register timers and waiters for nothing.
+    let wait = child.wait();
+    let cancelled = cancel.notified();
+    let shutting_down = shutdown.notified();
+    let deadline = at(timeout_at);
+    tokio::pin!(wait, cancelled, shutting_down, deadline);
     loop {
         if status.is_some() && output.is_none() {
             break;
@@ -299,7 +312,7 @@ pub async fn supervise(
                 Ok(n) if n > 0 => capture.write(&buf[..n]),
                 _ => output = None,
             },
-            s = child.wait(), if running => {
+            s = &mut wait, if running => {
                 status = s.ok();
                 if status.is_none() {
                     // wait() itself failed: nothing more will be learned about this child.
@@ -309,7 +322,7 @@ pub async fn supervise(
                 let grace = if killed { Duration::from_millis(200) } else { spec.pipe_grace };
                 drain_until = Some(Instant::now() + grace);
             }
-            _ = at(timeout_at), if running && !killed => {
+            _ = &mut deadline, if running && !killed => {
                 kill(EndReason::TimedOut, &mut reason, &mut killed);
             }
             _ = tick(mem_interval.as_mut()), if running && !killed => {
@@ -319,10 +332,10 @@ pub async fn supervise(
                     kill(EndReason::MemoryLimit, &mut reason, &mut killed);
                 }
             }
-            _ = cancel.notified(), if running && !killed => {
+            _ = &mut cancelled, if running && !killed => {
                 kill(EndReason::Cancelled, &mut reason, &mut killed);
             }
-            _ = shutdown.notified(), if running && !killed => {
+            _ = &mut shutting_down, if running && !killed => {
                 kill(EndReason::Cancelled, &mut reason, &mut killed);
             }
             _ = at(drain_until) => break,
