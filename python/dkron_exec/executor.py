@@ -466,11 +466,6 @@ async def _wait_readable(loop: asyncio.AbstractEventLoop, handle: Any) -> Any:
     return handle.result()
 
 
-@functools.lru_cache(maxsize=128)
-def _shell_spec_cached(*key: Any) -> _core.Spec:
-    return _make_shell_spec(*key)
-
-
 def _shell_spec(
     name: str,
     config: tuple[tuple[str, str], ...],
@@ -482,10 +477,8 @@ def _shell_spec(
     """The engine's spec for a shell job. A job that runs again reuses it: parsing its config
     and splitting its command cost as much as a tenth of a spawn. Jobs with a payload are not
     kept, so the cache holds no large buffers."""
-    key = (name, config, output_limit, pipe_grace, spool_dir, spool_limit)
-    if any(k == "payload" and v for k, v in config):
-        return _make_shell_spec(*key)
-    return _shell_spec_cached(*key)
+    make = _make_shell_spec if any(k == "payload" and v for k, v in config) else _shell_spec_cached
+    return make(name, config, output_limit, pipe_grace, spool_dir, spool_limit)
 
 
 def _make_shell_spec(
@@ -504,3 +497,6 @@ def _make_shell_spec(
         spool_dir=spool_dir,
         spool_limit=spool_limit,
     )
+
+
+_shell_spec_cached = functools.lru_cache(maxsize=128)(_make_shell_spec)

@@ -20,6 +20,29 @@ mod py_plugin;
 /// How often a blocked wait wakes up to let Python handle signals (Ctrl-C).
 pub(crate) const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
+/// Waits for an outcome in slices of `SIGNAL_POLL`, GIL released, handling Python's signals
+/// between slices (Ctrl-C raises here); None when `timeout` seconds passed first.
+pub(crate) fn wait_with_signals(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    wait: impl Fn(Duration) -> Option<Arc<CoreOutcome>> + Sync,
+) -> PyResult<Option<Outcome>> {
+    let deadline = seconds(timeout, "timeout")?.map(|t| std::time::Instant::now() + t);
+    loop {
+        let slice = match deadline {
+            None => SIGNAL_POLL,
+            Some(d) => d.saturating_duration_since(std::time::Instant::now()).min(SIGNAL_POLL),
+        };
+        if let Some(outcome) = py.detach(|| wait(slice)) {
+            return Ok(Some(Outcome::new(py, &outcome)));
+        }
+        py.check_signals()?;
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Ok(None);
+        }
+    }
+}
+
 pub(crate) fn seconds(value: Option<f64>, name: &str) -> PyResult<Option<Duration>> {
     match value {
         None => Ok(None),
@@ -183,20 +206,7 @@ impl RunHandle {
     /// Signals are handled while waiting, so Ctrl-C raises KeyboardInterrupt here.
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Outcome>> {
-        let deadline = seconds(timeout, "timeout")?.map(|t| std::time::Instant::now() + t);
-        loop {
-            let slice = match deadline {
-                None => SIGNAL_POLL,
-                Some(d) => d.saturating_duration_since(std::time::Instant::now()).min(SIGNAL_POLL),
-            };
-            if let Some(outcome) = py.detach(|| self.inner.wait(Some(slice))) {
-                return Ok(Some(Outcome::new(py, &outcome)));
-            }
-            py.check_signals()?;
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return Ok(None);
-            }
-        }
+        wait_with_signals(py, timeout, |slice| self.inner.wait(Some(slice)))
     }
 
     /// The outcome if the job has ended, else None. Never blocks.

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dkron_exec_core::plugin::codec::{Frame, MAX_FRAME};
 use dkron_exec_core::plugin::host::{CallSlot, HostConfig, PluginHost as CoreHost};
@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use dkron_exec_core::plugin::serde_json::{self, Map, Value};
 
-use crate::{seconds, Outcome, SIGNAL_POLL};
+use crate::{seconds, wait_with_signals, Outcome, SIGNAL_POLL};
 
 /// (plugin, stream, line)
 type LogTuple = (String, &'static str, String);
@@ -181,20 +181,7 @@ pub struct PluginRun {
 impl PluginRun {
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Outcome>> {
-        let deadline = seconds(timeout, "timeout")?.map(|t| Instant::now() + t);
-        loop {
-            let slice = match deadline {
-                None => SIGNAL_POLL,
-                Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_POLL),
-            };
-            if let Some(outcome) = py.detach(|| self.inner.wait(Some(slice))) {
-                return Ok(Some(Outcome::new(py, &outcome)));
-            }
-            py.check_signals()?;
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(None);
-            }
-        }
+        wait_with_signals(py, timeout, |slice| self.inner.wait(Some(slice)))
     }
 
     fn result(&self, py: Python<'_>) -> Option<Outcome> {
