@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dkron_exec import Executor
+from syslogd import Syslogd, rsyslogd_path
 
 
 @pytest.fixture
@@ -43,3 +44,33 @@ def wait_gone(pids: list[int], timeout: float = 2.0) -> list[int]:
 
 def thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
+
+
+def _need_rsyslogd() -> None:
+    """The syslog tests need a real daemon: in CI its absence is a failure, elsewhere a skip."""
+    if rsyslogd_path() is not None:
+        return
+    message = "rsyslogd is not installed: run scripts/install-system-deps.sh (apt-get install rsyslog)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Syslogd]:
+    """A real rsyslogd on its own socket and loopback port, shared by a test module."""
+    _need_rsyslogd()
+    d = Syslogd(tmp_path_factory.mktemp("rsyslog"))
+    d.start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def own_daemon(tmp_path: Path) -> Iterator[Syslogd]:
+    """A daemon this test may stop and restart."""
+    _need_rsyslogd()
+    d = Syslogd(tmp_path / "rsyslog")
+    d.start()
+    yield d
+    d.stop()

@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,38 +20,10 @@ from dkron_exec.errors import JobError
 from dkron_exec.execution import Execution
 from dkron_exec.processors import ProcessContext, builtin_classes, validate_processor_config
 from dkron_exec.processors.syslog import SyslogProcessor
-from syslogd import Line, Syslogd, rsyslogd_path
+from syslogd import Line, Syslogd
 
 CRON_INFO = 9 * 8 + 6
 CRON_ERR = 9 * 8 + 3
-
-
-def _need_rsyslogd() -> None:
-    if rsyslogd_path() is not None:
-        return
-    message = "rsyslogd is not installed: run scripts/install-system-deps.sh (apt-get install rsyslog)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Syslogd]:
-    _need_rsyslogd()
-    d = Syslogd(tmp_path_factory.mktemp("rsyslog"))
-    d.start()
-    yield d
-    d.stop()
-
-
-@pytest.fixture
-def own_daemon(tmp_path: Path) -> Iterator[Syslogd]:
-    """A daemon this test may stop and restart."""
-    _need_rsyslogd()
-    d = Syslogd(tmp_path / "rsyslog")
-    d.start()
-    yield d
-    d.stop()
 
 
 def unique() -> str:
