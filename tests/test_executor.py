@@ -14,6 +14,7 @@ import pytest
 
 from conftest import pid_alive, wait_gone
 from dkron_exec import ConcurrencyError, Execution, Executor, ExecutorClosedError
+from dkron_exec.attempts import retry_delay
 
 
 def shell_job(command: str, name: str = "job", **config: Any) -> dict[str, Any]:
@@ -227,3 +228,17 @@ def test_close_kills_running_jobs(tmp_path: Path) -> None:
     assert result and not result[0].success
     with pytest.raises(ExecutorClosedError):
         ex.run(shell_job("true"))
+
+
+@pytest.mark.parametrize(
+    ("attempt", "elapsed", "expected"),
+    [
+        (1, 0.1, 0.5),  # a quick failure: the attempt number alone, as Dkron's formula floors it
+        (2, 0.1, 1.0),
+        (1, 2.0, 1.5),  # log2(2.0 / 0.5) = 2 more steps for a run that took 2 s
+        (3, 4.0, 3.0),
+    ],
+)
+def test_retry_delay_follows_dkrons_formula(attempt: int, elapsed: float, expected: float) -> None:
+    assert retry_delay(0.5, attempt, elapsed) == pytest.approx(expected)
+    assert retry_delay(0, attempt, elapsed) == 0
