@@ -11,6 +11,7 @@ import builtins
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import orjson
 from .execution import Execution, datetime_from_ns, ns_from_datetime
 
 DEFAULT_RETENTION = 100
+# Seconds a writer waits for another (thread or process) to finish before giving up.
+_BUSY_TIMEOUT = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -71,12 +74,33 @@ class SQLiteStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(
+            self.path, timeout=_BUSY_TIMEOUT, check_same_thread=False, isolation_level=None
+        )
         if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: a commit survives a crash of this process, fsync happens at checkpoints.
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._set_up_file()
         self._db.executescript(_SCHEMA)
+
+    def _set_up_file(self) -> None:
+        """WAL mode, which lets readers and a writer of several processes work at once.
+
+        Switching a new file to WAL needs a moment of exclusive access; while another process
+        holds the file, SQLite answers with the old mode (or "locked") instead of waiting, so we
+        ask again until the busy timeout.
+        """
+        deadline = time.monotonic() + _BUSY_TIMEOUT
+        while True:
+            try:
+                (mode,) = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                mode = None
+            if mode == "wal" or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        # WAL + NORMAL: a commit survives a crash of this process, fsync happens at checkpoints.
+        self._db.execute("PRAGMA synchronous=NORMAL")
 
     def put(self, execution: Execution) -> None:
         row = (
