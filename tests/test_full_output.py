@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,17 @@ def test_without_files_nothing_is_spooled(tmp_path: Path) -> None:
         e = ex.run({"name": "plain", "command": "head -c 100000 /dev/zero"})
     assert e.output_truncated and not (tmp_path / "spool").exists()
     assert json.loads(e.to_json())["output_size"] == 100000
+
+
+def test_spool_files_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    # A process that has exited: its pid names a spool nobody owns.
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    stale = spool / f".dkron-exec-spool-{int(dead.stdout)}-0"
+    mine = spool / f".dkron-exec-spool-{os.getpid()}-99"
+    other = spool / "unrelated"
+    for path in (stale, mine, other):
+        path.write_bytes(b"x")
+    Executor(":memory:", spool_dir=spool).close()
+    assert sorted(p.name for p in spool.iterdir()) == sorted([mine.name, other.name])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,26 +16,12 @@ from .durations import parse_go_duration
 from .execution import Execution, datetime_from_ns, make_key
 from .job import Job, ShellConfig
 from .plugin_host import OutputCallback
-from .processors import ProcessContext, builtin_class
+from .processors import ProcessContext
 from .shell import ShellSetupError, process_spec
+from .spool import spool_limit
 
 if TYPE_CHECKING:
     from .executor import Executor
-
-
-def default_spool_dir() -> Path:
-    """``$XDG_CACHE_HOME/dkron-exec/spool`` (``~/.cache``): on disk, not a tmpfs /tmp."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "dkron-exec" / "spool"
-
-
-def spool_limit(job: Job) -> int:
-    """Bytes of complete output the job's processors want (0: none beyond the in-memory tail)."""
-    limit = 0
-    for name, config in job.processors.items():
-        if name == "files":
-            limit = max(limit, builtin_class("files").spool_limit(config) or 0)  # type: ignore[attr-defined]
-    return limit
 
 
 def retry_delay(base: float, attempt: int, elapsed: float) -> float:

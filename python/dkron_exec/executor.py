@@ -15,13 +15,14 @@ from typing import Any
 
 from . import _core
 from ._loopwait import LoopWaiter, LoopWaiters
-from .attempts import Attempts, default_spool_dir, wait_readable
+from .attempts import Attempts, wait_readable
 from .discovery import discover_plugins
 from .errors import ConcurrencyError, ExecutorClosedError
 from .execution import Execution
 from .job import Job
 from .plugin_host import OutputCallback, PluginManager
 from .processors import BUILTIN_NAMES, Processor, builtin_class
+from .spool import default_spool_dir, remove_stale_spools
 from .store import DEFAULT_RETENTION, SQLiteStore, default_store_path
 
 JobLike = Job | Mapping[str, Any] | str | bytes
@@ -49,7 +50,8 @@ class Executor:
     ``worker_threads`` sizes the Rust engine that supervises every running job. ``spool_dir``
     is where output that outgrows ``output_limit`` is spooled for processors that want all of it
     (files); by default ``default_spool_dir()``. A spool file lives only while its execution goes
-    through the processors.
+    through the processors; those left by a process that died are removed when an Executor opens
+    the folder.
 
     Plugins (``dkron-processor-NAME``, ``dkron-executor-NAME``) are found in ``/etc/dkron/plugins``,
     the Python executable's folder, then ``plugin_dirs`` (last found wins); a built-in of the same
@@ -82,6 +84,8 @@ class Executor:
         self.retry_backoff = retry_backoff
         self.pipe_grace = pipe_grace
         self.spool_dir = Path(spool_dir) if spool_dir is not None else default_spool_dir()
+        # A host that died mid-run left its spool files behind.
+        remove_stale_spools(self.spool_dir)
         self._engine = _core.Engine(worker_threads)
         # Names of forbid-jobs in flight, and the number of runs in flight (close() waits for
         # them to store their last execution before it closes the store).
