@@ -242,3 +242,49 @@ def test_close_kills_running_jobs(tmp_path: Path) -> None:
 def test_retry_delay_follows_dkrons_formula(attempt: int, elapsed: float, expected: float) -> None:
     assert retry_delay(0.5, attempt, elapsed) == pytest.approx(expected)
     assert retry_delay(0, attempt, elapsed) == 0
+
+
+def _start_in_thread(executor: Executor, job: dict[str, Any]) -> tuple[threading.Thread, list[Execution]]:
+    result: list[Execution] = []
+    t = threading.Thread(target=lambda: result.append(executor.run(job)))
+    t.start()
+    return t, result
+
+
+def _wait_for_pid(pidfile: Path) -> int:
+    deadline = time.monotonic() + 5
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return int(pidfile.read_text())
+
+
+def test_cancel_kills_a_running_job_and_stores_it(executor: Executor, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    job = shell_job(f"echo $$ > {pidfile}; echo started; exec sleep 60", name="long", shell=True)
+    job["retries"] = 3
+    t, result = _start_in_thread(executor, job)
+    pid = _wait_for_pid(pidfile)
+    assert executor.cancel("other") == 0
+    assert executor.cancel("long") == 1
+    t.join(5)
+    assert not t.is_alive()
+    [e] = result
+    assert not e.success and e.attempt == 1  # no retry after a cancel
+    assert "was cancelled" in (e.error or "") and e.output.startswith(b"started\n")
+    assert wait_gone([pid]) == []
+    assert executor.executions("long") == [e]
+    assert executor.cancel("long") == 0
+
+
+async def test_cancel_reaches_async_runs(executor: Executor) -> None:
+    import asyncio
+
+    task = asyncio.create_task(executor.run_async(shell_job("sleep 60", name="a-long")))
+    for _ in range(100):
+        if executor.running():
+            break
+        await asyncio.sleep(0.02)
+    assert executor.cancel("a-long") == 1
+    e = await asyncio.wait_for(task, 5)
+    assert not e.success and "was cancelled" in (e.error or "")

@@ -6,6 +6,7 @@ from typing import final
 
 __all__ = [
     "PLUGIN_MAX_FRAME",
+    "CancelToken",
     "CompletionQueue",
     "Engine",
     "Outcome",
@@ -62,14 +63,22 @@ class Engine:
         threads; spawn failures come back as an Outcome. With ``queue``, ``token`` is pushed
         to it when the job ends."""
 
-    def run(self, spec: Spec) -> tuple[Outcome, BaseException | None]:
+    def run(self, spec: Spec, cancel: CancelToken | None = None) -> tuple[Outcome, BaseException | None]:
         """Runs a job to its end on the calling thread (GIL released). If a signal handler raises
         meanwhile (Ctrl-C), the job's tree is killed and the exception is returned beside the
-        outcome, for the caller to raise."""
+        outcome, for the caller to raise. ``cancel`` lets another thread kill the job."""
 
     def in_flight(self) -> int: ...
     def shutdown(self, grace: float = 2.0) -> None:
         """Kills every running job and stops the engine. Idempotent."""
+
+@final
+class CancelToken:
+    """Cancels a job run by ``Engine.run`` from another thread."""
+
+    def __new__(cls) -> CancelToken: ...
+    def cancel(self) -> None:
+        """Kills the job now, or as soon as it starts. Idempotent."""
 
 @final
 class CompletionQueue:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +51,26 @@ class Attempts:
         self._setup_error: str | None = None
         self._started_ns = 0
         self._spool_limit = spool_limit(job)
+        # Executor.cancel() may come from any thread: it sets the flag and kills what runs now.
+        self._cancel_lock = threading.Lock()
+        self._cancelled = False
+        self._cancel_current: Callable[[], None] | None = None
+
+    def cancel(self) -> None:
+        """Kills the attempt running now (or the next one as it starts) and stops retries."""
+        with self._cancel_lock:
+            self._cancelled = True
+            current = self._cancel_current
+        if current is not None:
+            current()
+
+    def _cancellable(self, cancel: Callable[[], None] | None) -> None:
+        """Names what cancel() must call for the attempt now starting (None once it ended)."""
+        with self._cancel_lock:
+            self._cancel_current = cancel
+            already = self._cancelled
+        if already and cancel is not None:
+            cancel()
 
     def run_shell(self) -> Execution:
         """The current attempt of a shell job, run on this thread by the engine (no thread hop).
@@ -59,7 +81,12 @@ class Attempts:
         spec = self._shell_spec()
         if spec is None:
             return self.finish_unstarted()
-        outcome, raised = self.executor._engine.run(spec)
+        token = _core.CancelToken()
+        self._cancellable(token.cancel)
+        try:
+            outcome, raised = self.executor._engine.run(spec, token)
+        finally:
+            self._cancellable(None)
         execution = self.finish(outcome, interrupted=raised is not None)
         if raised is not None:
             raise raised
@@ -70,6 +97,7 @@ class Attempts:
         handle = self.start()
         if handle is None:
             return self.finish_unstarted()
+        self._cancellable(handle.cancel)
         try:
             outcome = handle.wait()
         except BaseException:
@@ -78,6 +106,8 @@ class Attempts:
             if late is not None:
                 self.finish(late, interrupted=True)
             raise
+        finally:
+            self._cancellable(None)
         assert outcome is not None
         return self.finish(outcome)
 
@@ -193,7 +223,7 @@ class Attempts:
 
     def next_delay(self, execution: Execution) -> float | None:
         """Seconds to wait before the next attempt, or None when this one was the last."""
-        if execution.success or self.attempt > self.job.retries or self.executor._closed:
+        if execution.success or self.attempt > self.job.retries or self.executor._closed or self._cancelled:
             return None
         elapsed = (time.time_ns() - self._started_ns) / 1e9
         delay = retry_delay(self.executor.retry_backoff, self.attempt, elapsed)

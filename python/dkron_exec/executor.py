@@ -87,10 +87,9 @@ class Executor:
         # A host that died mid-run left its spool files behind.
         remove_stale_spools(self.spool_dir)
         self._engine = _core.Engine(worker_threads)
-        # Names of forbid-jobs in flight, and the number of runs in flight (close() waits for
+        # The runs in flight, by job name: for forbid, cancel(), and close() (which waits for
         # them to store their last execution before it closes the store).
-        self._running: set[str] = set()
-        self._active = 0
+        self._runs: dict[str, set[Attempts]] = {}
         self._state = threading.Condition()
         self._closed = False
         self._processors: dict[str, Processor] = {}
@@ -109,8 +108,7 @@ class Executor:
         execution, and raises KeyboardInterrupt.
         """
         job = as_job(job)
-        with self._claim(job):
-            attempt = Attempts(self, job, on_output)
+        with self._claim(job, on_output) as attempt:
             while True:
                 execution = attempt.run_shell() if job.executor == "shell" else attempt.run_handle()
                 delay = attempt.next_delay(execution)
@@ -122,8 +120,7 @@ class Executor:
         """``run`` for asyncio programs: waits on the job without blocking the event loop."""
         job = as_job(job)
         loop = asyncio.get_running_loop()
-        with self._claim(job):
-            attempt = Attempts(self, job, on_output)
+        with self._claim(job, on_output) as attempt:
             while True:
                 execution = await self._attempt_async(attempt, loop)
                 delay = attempt.next_delay(execution)
@@ -144,6 +141,7 @@ class Executor:
             if waiter is not None:
                 waiter.forget(token)
             return attempt.finish_unstarted()
+        attempt._cancellable(handle.cancel)
         try:
             if waiter is not None:
                 await done
@@ -159,6 +157,8 @@ class Executor:
             if late is not None:
                 attempt.finish(late, interrupted=True)
             raise
+        finally:
+            attempt._cancellable(None)
         if attempt.job.processors:
             # Processors may block (a syslog connect, a large file): off the loop.
             return await asyncio.to_thread(attempt.finish, outcome)
@@ -170,6 +170,16 @@ class Executor:
 
     def execution(self, job_name: str, key: str) -> Execution | None:
         return self.store.get(job_name, key)
+
+    def cancel(self, job_name: str) -> int:
+        """Kills the runs of ``job_name`` in flight (whole process trees) and stops their
+        retries; returns how many there were. Each run's execution is stored, as cancelled, and
+        its ``run`` call returns it."""
+        with self._state:
+            runs = list(self._runs.get(job_name, ()))
+        for attempts in runs:
+            attempts.cancel()
+        return len(runs)
 
     def running(self) -> int:
         """Jobs running right now, across every thread and task."""
@@ -184,7 +194,7 @@ class Executor:
             self._closed = True
         self._engine.shutdown()
         with self._state:
-            self._state.wait_for(lambda: self._active == 0, timeout)
+            self._state.wait_for(lambda: not self._runs, timeout)
             processors = list(self._processors.values())
         for processor in processors:
             processor.close()
@@ -233,24 +243,22 @@ class Executor:
         return self._processors
 
     @contextmanager
-    def _claim(self, job: Job) -> Iterator[None]:
-        """Enforces ``concurrency: forbid`` for runs through this executor."""
-        forbid = job.forbids_concurrency
+    def _claim(self, job: Job, on_output: OutputCallback | None) -> Iterator[Attempts]:
+        """Registers a run of the job (for cancel() and close()), enforcing ``concurrency:
+        forbid`` for runs through this executor."""
+        attempts = Attempts(self, job, on_output)
         with self._state:
             if self._closed:
                 raise ExecutorClosedError("this Executor is closed")
-            if forbid:
-                if job.name in self._running:
-                    raise ConcurrencyError(
-                        f"job {job.name!r} is already running and its concurrency is 'forbid'"
-                    )
-                self._running.add(job.name)
-            self._active += 1
+            running = self._runs.setdefault(job.name, set())
+            if running and job.forbids_concurrency:
+                raise ConcurrencyError(f"job {job.name!r} is already running and its concurrency is 'forbid'")
+            running.add(attempts)
         try:
-            yield
+            yield attempts
         finally:
             with self._state:
-                if forbid:
-                    self._running.discard(job.name)
-                self._active -= 1
+                running.discard(attempts)
+                if not running:
+                    del self._runs[job.name]
                 self._state.notify_all()

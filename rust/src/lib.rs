@@ -13,6 +13,7 @@ use dkron_exec_core::spool::SpoolSpec;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use dkron_exec_core::engine::Notify;
 
 mod py_syslog;
 mod py_plugin;
@@ -131,11 +132,13 @@ impl Engine {
     /// Runs a job to its end on this thread, GIL released. Signals are handled while it runs: if
     /// a handler raises (Ctrl-C), the job's tree is killed and that exception is returned beside
     /// the outcome, for the caller to record the execution and then raise it.
-    fn run(&self, py: Python<'_>, spec: &Spec) -> PyResult<(Outcome, Option<PyErr>)> {
+    #[pyo3(signature = (spec, cancel = None))]
+    fn run(&self, py: Python<'_>, spec: &Spec, cancel: Option<&CancelToken>) -> PyResult<(Outcome, Option<PyErr>)> {
         let spec = spec.inner.clone();
+        let cancel = cancel.map(|c| c.inner.clone()).unwrap_or_default();
         let mut raised: Option<PyErr> = None;
         let result = py.detach(|| {
-            self.inner.run_here(spec, SIGNAL_POLL, || {
+            self.inner.run_here(spec, SIGNAL_POLL, cancel, || {
                 Python::attach(|py| match py.check_signals() {
                     Ok(()) => false,
                     Err(err) => {
@@ -160,6 +163,25 @@ impl Engine {
         let grace = seconds(Some(grace), "grace")?.unwrap_or_default();
         py.detach(|| self.inner.shutdown(grace));
         Ok(())
+    }
+}
+
+/// Cancels a job run by `Engine.run` from another thread (the job's tree is killed).
+#[pyclass(module = "dkron_exec._core", name = "CancelToken", frozen)]
+struct CancelToken {
+    inner: Arc<Notify>,
+}
+
+#[pymethods]
+impl CancelToken {
+    #[new]
+    fn new() -> Self {
+        Self { inner: Arc::new(Notify::new()) }
+    }
+
+    /// Kills the job now, or as soon as it starts. Idempotent.
+    fn cancel(&self) {
+        self.inner.notify_one();
     }
 }
 
@@ -290,6 +312,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Spec>()?;
     m.add_class::<Engine>()?;
     m.add_class::<CompletionQueue>()?;
+    m.add_class::<CancelToken>()?;
     m.add_class::<RunHandle>()?;
     m.add_class::<Outcome>()?;
     py_sinks::register(m)?;

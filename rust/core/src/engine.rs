@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
+pub use tokio::sync::Notify;
 
 use crate::job::{self, JobSpec, Outcome};
 
@@ -86,10 +86,12 @@ impl Engine {
     /// thread hop between spawning, supervising and returning, which is what a blocking caller
     /// wants. Every `poll` interval `interrupted` is asked whether to give up; when it says yes
     /// the job's tree is killed and its outcome (Cancelled) is still returned, with `true`.
+    /// `cancel` (notified from any thread) kills the job as `RunHandle::cancel` does.
     pub fn run_here(
         &self,
         spec: JobSpec,
         poll: Duration,
+        cancel: Arc<Notify>,
         mut interrupted: impl FnMut() -> bool,
     ) -> std::io::Result<(Outcome, bool)> {
         if self.closed.load(Ordering::SeqCst) {
@@ -108,7 +110,6 @@ impl Engine {
                 Err(err) => return Ok((job::spawn_failure(&spec, &err, started_ns), false)),
             };
             let _counted = InFlightGuard::enter(&self.in_flight);
-            let cancel = Arc::new(Notify::new());
             if self.closed.load(Ordering::SeqCst) {
                 // A shutdown began between our check and our count: it may not wait for us.
                 cancel.notify_one();

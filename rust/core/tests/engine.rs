@@ -176,14 +176,14 @@ fn run_here_runs_on_the_calling_thread() {
     let engine = Engine::new(1).unwrap();
     let mut spec = sh("echo here; exit 2");
     spec.stdin = Some(b"ignored".to_vec());
-    let (out, gave_up) = engine.run_here(spec, Duration::from_millis(10), || false).unwrap();
+    let (out, gave_up) = engine.run_here(spec, Duration::from_millis(10), Default::default(), || false).unwrap();
     assert!(!gave_up);
     assert_eq!(out.output, b"here\nexit status 2\n");
     assert_eq!(engine.in_flight(), 0);
     // The same thread's runtime serves the next run, payload included.
     let mut cat = JobSpec::new(vec!["cat".into()]);
     cat.stdin = Some(b"payload".to_vec());
-    let (out, _) = engine.run_here(cat, Duration::from_millis(10), || false).unwrap();
+    let (out, _) = engine.run_here(cat, Duration::from_millis(10), Default::default(), || false).unwrap();
     assert_eq!(out.output, b"payload");
 }
 
@@ -193,7 +193,7 @@ fn run_here_gives_up_when_asked_and_kills_the_job() {
     let t0 = Instant::now();
     let mut asked = 0;
     let (out, gave_up) = engine
-        .run_here(sh("sleep 30"), Duration::from_millis(20), || {
+        .run_here(sh("sleep 30"), Duration::from_millis(20), Default::default(), || {
             asked += 1;
             asked >= 3
         })
@@ -212,10 +212,10 @@ fn shutdown_from_another_thread_kills_a_run_here() {
         std::thread::sleep(Duration::from_millis(200));
         other.shutdown(Duration::from_secs(2));
     });
-    let (out, _) = engine.run_here(sh("sleep 30"), Duration::from_millis(50), || false).unwrap();
+    let (out, _) = engine.run_here(sh("sleep 30"), Duration::from_millis(50), Default::default(), || false).unwrap();
     stopper.join().unwrap();
     assert_eq!(out.reason, EndReason::Cancelled);
-    assert!(engine.run_here(sh("true"), Duration::from_millis(50), || false).is_err());
+    assert!(engine.run_here(sh("true"), Duration::from_millis(50), Default::default(), || false).is_err());
     assert!(engine.start_plain(sh("true")).is_err());
 }
 
@@ -239,4 +239,20 @@ fn a_completion_queue_reports_every_job_once() {
     assert_eq!(seen, (0..20).collect::<Vec<_>>());
     assert!(handles.iter().all(|h| h.result().is_some()));
     assert!(queue.drain().is_empty());
+}
+
+#[test]
+fn run_here_is_cancelled_from_another_thread() {
+    let engine = Engine::new(1).unwrap();
+    let cancel = std::sync::Arc::new(tokio::sync::Notify::new());
+    let remote = cancel.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        remote.notify_one();
+    });
+    let t0 = Instant::now();
+    let (out, gave_up) = engine.run_here(sh("sleep 30"), Duration::from_millis(50), cancel, || false).unwrap();
+    canceller.join().unwrap();
+    assert!(!gave_up && t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.reason, EndReason::Cancelled);
 }
