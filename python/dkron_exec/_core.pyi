@@ -96,12 +96,19 @@ class RunHandle:
     def wait(self, timeout: float | None = None) -> Outcome | None:
         """Blocks with the GIL released; None if ``timeout`` passed first. Ctrl-C raises here."""
 
-    def result(self) -> Outcome | None: ...
+    def result(self) -> Outcome | None:
+        """The outcome once the job ended, else None; never blocks."""
+
     def done(self) -> bool: ...
-    def cancel(self) -> None: ...
+    def cancel(self) -> None:
+        """Kills the job's whole process tree (before or after its spawn)."""
+
     @property
-    def pid(self) -> int | None: ...
-    def fileno(self) -> int: ...
+    def pid(self) -> int | None:
+        """None until the engine's thread has spawned the job."""
+
+    def fileno(self) -> int:
+        """A descriptor that is readable once the job is done (made on first call)."""
 
 @final
 class Outcome:
