@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _core
+from ._loopwait import LoopWaiter, LoopWaiters
 from .chain import run_chain
 from .durations import parse_go_duration
 from .execution import Execution, datetime_from_ns, make_key
@@ -101,15 +102,53 @@ class Attempts:
         try:
             outcome = handle.wait()
         except BaseException:
-            handle.cancel()
-            late = handle.wait(5.0)
-            if late is not None:
-                self.finish(late, interrupted=True)
+            self._abandon(handle)
             raise
         finally:
             self._cancellable(None)
         assert outcome is not None
         return self.finish(outcome)
+
+    async def run_async(self, loop: asyncio.AbstractEventLoop, waiters: LoopWaiters) -> Execution:
+        """The current attempt, awaited without blocking the event loop."""
+        waiter: LoopWaiter | None = None
+        if self.job.executor == "shell":
+            # Shell jobs report through the loop's one completion queue: no descriptor per job.
+            waiter = waiters.for_loop(loop)
+            token, done = waiter.register()
+            handle = self.start(waiter.queue, token)
+        else:
+            handle = self.start()
+        if handle is None:
+            if waiter is not None:
+                waiter.forget(token)
+            return self.finish_unstarted()
+        self._cancellable(handle.cancel)
+        try:
+            if waiter is not None:
+                await done
+                outcome = handle.result()
+            else:
+                outcome = await wait_readable(loop, handle)
+        except BaseException:
+            # Cancelled task: the job must not outlive it.
+            if waiter is not None:
+                waiter.forget(token)
+            self._abandon(handle)
+            raise
+        finally:
+            self._cancellable(None)
+        if self.job.processors:
+            # Processors may block (a syslog connect, a large file): off the loop.
+            return await asyncio.to_thread(self.finish, outcome)
+        return self.finish(outcome)  # one SQLite insert
+
+    def _abandon(self, handle: Any) -> None:
+        """The caller gave up (Ctrl-C, a cancelled task): kill the job, record it, move on."""
+        handle.cancel()
+        late = handle.wait(5.0)
+        if late is not None:
+            self.finish(late, interrupted=True)
 
     def start(self, queue: _core.CompletionQueue | None = None, token: int = 0) -> Any:
         """Starts the current attempt on the engine's threads and returns its handle; None when

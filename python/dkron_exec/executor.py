@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _core
-from ._loopwait import LoopWaiter, LoopWaiters
-from .attempts import Attempts, wait_readable
+from ._loopwait import LoopWaiters
+from .attempts import Attempts
 from .discovery import discover_plugins
 from .errors import ConcurrencyError, ExecutorClosedError
 from .execution import Execution
@@ -122,47 +122,11 @@ class Executor:
         loop = asyncio.get_running_loop()
         with self._claim(job, on_output) as attempt:
             while True:
-                execution = await self._attempt_async(attempt, loop)
+                execution = await attempt.run_async(loop, self._waiters)
                 delay = attempt.next_delay(execution)
                 if delay is None:
                     return execution
                 await asyncio.sleep(delay)
-
-    async def _attempt_async(self, attempt: Attempts, loop: asyncio.AbstractEventLoop) -> Execution:
-        waiter: LoopWaiter | None = None
-        if attempt.job.executor == "shell":
-            # Shell jobs report through the loop's one completion queue: no descriptor per job.
-            waiter = self._waiters.for_loop(loop)
-            token, done = waiter.register()
-            handle = attempt.start(waiter.queue, token)
-        else:
-            handle = attempt.start()
-        if handle is None:
-            if waiter is not None:
-                waiter.forget(token)
-            return attempt.finish_unstarted()
-        attempt._cancellable(handle.cancel)
-        try:
-            if waiter is not None:
-                await done
-                outcome = handle.result()
-            else:
-                outcome = await wait_readable(loop, handle)
-        except BaseException:
-            # Cancelled task: the job must not outlive it.
-            if waiter is not None:
-                waiter.forget(token)
-            handle.cancel()
-            late = handle.wait(5.0)
-            if late is not None:
-                attempt.finish(late, interrupted=True)
-            raise
-        finally:
-            attempt._cancellable(None)
-        if attempt.job.processors:
-            # Processors may block (a syslog connect, a large file): off the loop.
-            return await asyncio.to_thread(attempt.finish, outcome)
-        return attempt.finish(outcome)  # one SQLite insert
 
     def executions(self, job_name: str, limit: int | None = None) -> list[Execution]:
         """The job's stored executions, newest first."""
