@@ -5,8 +5,12 @@
 //! trees; `sinks` are the built-in processors' writers; `plugin` hosts plugin processes.
 
 pub mod capture;
+pub mod chain;
+pub mod config;
 pub mod engine;
+pub mod execution;
 pub mod godur;
+pub mod goval;
 pub mod job;
 pub mod plugin;
 pub mod proctree;

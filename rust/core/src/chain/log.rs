@@ -1,0 +1,1 @@
+//! The log step (being written).

@@ -1,0 +1,157 @@
+//! The chain of execution processors: every step (files, log, syslog, a plugin processor) is one
+//! `Step`, and `Chain::run` is the only place that knows the order, `forward`, `reporting_node`
+//! and how a failed step is recorded. A job's chain is parsed when the job is loaded
+//! (`plan::JobPlan`) and bound to a runtime's sinks and plugins when it first runs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::execution::Execution;
+
+pub mod files;
+pub mod log;
+pub mod syslog;
+
+/// What a step may know beyond the execution and its own config.
+#[derive(Debug, Clone, Copy)]
+pub struct StepContext<'a> {
+    /// The executor's node name: `reporting_node` in a plugin's config.
+    pub node_name: &'a str,
+    /// The job's complete output on disk, when it outgrew the in-memory tail and a step asked for
+    /// it (files); the flag is false when `max_size` cut the spool short.
+    pub full_output: Option<(&'a Path, bool)>,
+}
+
+/// What a step did with the execution.
+#[derive(Debug)]
+pub enum Processed {
+    /// A built-in sink took the output; when the step does not forward, the output the next step
+    /// sees becomes `replacement` (Dkron's text: the file's path, `Output in dkron log`, ...).
+    Sunk { replacement: Vec<u8> },
+    /// The step returned a new execution (a plugin processor: `forward` is the plugin's business).
+    Replaced(Execution),
+}
+
+/// One execution processor. `process` must not panic; an `Err` costs this step only.
+pub trait Step: Send + Sync {
+    fn process(&self, execution: &Execution, ctx: &StepContext<'_>) -> Result<Processed, String>;
+
+    /// Whether a call may wait a long time (a plugin): an async run then moves the chain off the
+    /// engine's thread.
+    fn may_block(&self) -> bool {
+        false
+    }
+}
+
+/// A step as the job names it.
+pub struct ChainStep {
+    pub name: String,
+    pub forward: bool,
+    pub step: Arc<dyn Step>,
+}
+
+/// A job's processors, bound and ready to run, in the order the job lists them.
+#[derive(Default)]
+pub struct Chain {
+    pub steps: Vec<ChainStep>,
+}
+
+impl Chain {
+    pub fn may_block(&self) -> bool {
+        self.steps.iter().any(|s| s.step.may_block())
+    }
+
+    /// Passes the execution through every step in order; each gets the previous one's result.
+    /// A failed step is recorded as `"<name>: <why>"` in `processor_errors` and the chain goes on
+    /// with the execution as it was before that step.
+    pub fn run(&self, mut execution: Execution, ctx: &StepContext<'_>) -> Execution {
+        for s in &self.steps {
+            match s.step.process(&execution, ctx) {
+                Ok(Processed::Sunk { replacement }) => {
+                    if !s.forward {
+                        execution.output = replacement;
+                    }
+                }
+                Ok(Processed::Replaced(next)) => execution = next,
+                Err(why) => execution.processor_errors.push(format!("{}: {why}", s.name)),
+            }
+        }
+        execution
+    }
+}
+
+/// The step of a processor the job names but nobody provides: every run records it.
+pub struct Missing;
+
+impl Step for Missing {
+    fn process(&self, _: &Execution, _: &StepContext<'_>) -> Result<Processed, String> {
+        Err("processor not found".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records what it saw; sinks, fails, or rewrites the output as told.
+    struct Probe {
+        seen: Mutex<Vec<(Vec<u8>, String)>>,
+        action: &'static str,
+    }
+
+    impl Probe {
+        fn new(action: &'static str) -> Arc<Self> {
+            Arc::new(Self { seen: Mutex::new(Vec::new()), action })
+        }
+    }
+
+    impl Step for Probe {
+        fn process(&self, e: &Execution, ctx: &StepContext<'_>) -> Result<Processed, String> {
+            self.seen.lock().unwrap().push((e.output.clone(), ctx.node_name.to_string()));
+            match self.action {
+                "fail" => Err("disk full".into()),
+                "upper" => Ok(Processed::Replaced(Execution { output: e.output.to_ascii_uppercase(), ..e.clone() })),
+                _ => Ok(Processed::Sunk { replacement: format!("sunk by {}", self.action).into_bytes() }),
+            }
+        }
+    }
+
+    fn step(name: &str, forward: bool, probe: &Arc<Probe>) -> ChainStep {
+        ChainStep { name: name.into(), forward, step: probe.clone() }
+    }
+
+    #[test]
+    fn order_forward_failures_and_reporting_node() {
+        let (a, b, c, d) = (Probe::new("a"), Probe::new("fail"), Probe::new("upper"), Probe::new("d"));
+        let chain = Chain {
+            steps: vec![
+                step("a", true, &a),
+                step("broken", true, &b),
+                step("plugin", false, &c),
+                step("d", false, &d),
+                ChainStep { name: "ghost".into(), forward: true, step: Arc::new(Missing) },
+            ],
+        };
+        let ctx = StepContext { node_name: "node-7", full_output: None };
+        let out = chain.run(Execution { output: b"hi".to_vec(), ..Default::default() }, &ctx);
+        // a forwarded; the failure kept the execution as it was; the plugin's answer replaced it
+        // whatever its forward flag; d did not forward, so its replacement is the final output.
+        assert_eq!(a.seen.lock().unwrap()[0], (b"hi".to_vec(), "node-7".to_string()));
+        assert_eq!(b.seen.lock().unwrap()[0].0, b"hi");
+        assert_eq!(c.seen.lock().unwrap()[0].0, b"hi");
+        assert_eq!(d.seen.lock().unwrap()[0].0, b"HI");
+        assert_eq!(out.output, b"sunk by d");
+        assert_eq!(out.processor_errors, vec!["broken: disk full", "ghost: processor not found"]);
+    }
+
+    #[test]
+    fn a_step_that_does_not_forward_hides_the_output_from_the_next() {
+        let (first, second) = (Probe::new("first"), Probe::new("second"));
+        let chain = Chain { steps: vec![step("first", false, &first), step("second", true, &second)] };
+        let ctx = StepContext { node_name: "n", full_output: None };
+        let out = chain.run(Execution { output: b"secret".to_vec(), ..Default::default() }, &ctx);
+        assert_eq!(second.seen.lock().unwrap()[0].0, b"sunk by first");
+        assert_eq!(out.output, b"sunk by first");
+    }
+}
