@@ -151,5 +151,42 @@ class Execution:
     def from_json(cls, data: str | bytes) -> Execution:
         return cls.from_dict(orjson.loads(data))
 
+    @classmethod
+    def _from_core(cls, fields: tuple[Any, ...]) -> Execution:
+        """Built by the Rust core (``rust/src/py_execution.rs``) from its record, in ``_CORE_FIELDS``
+        order with times as Unix nanoseconds. Skips ``__init__``: the core's values are checked."""
+        execution = object.__new__(cls)
+        values = dict(zip(_CORE_FIELDS, fields))
+        values["started_at"] = datetime_from_ns(values.pop("started_ns"))
+        finished = values.pop("finished_ns")
+        values["finished_at"] = None if finished is None else datetime_from_ns(finished)
+        execution.__dict__.update(values)
+        return execution
+
+    def _to_core(self) -> tuple[Any, ...]:
+        """The inverse of ``_from_core``: what the Rust core reads."""
+        finished = None if self.finished_at is None else ns_from_datetime(self.finished_at)
+        return (
+            self.job_name,
+            self.key,
+            ns_from_datetime(self.started_at),
+            finished,
+            self.success,
+            self.output,
+            self.node_name,
+            self.group,
+            self.attempt,
+            self.exit_code,
+            self.error,
+            self.output_truncated,
+            self.output_size,
+            self.processor_errors,
+        )
+
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Execution))
+# The order of the tuple the Rust core exchanges (see _from_core / _to_core).
+_CORE_FIELDS = (
+    "job_name", "key", "started_ns", "finished_ns", "success", "output", "node_name", "group", "attempt",
+    "exit_code", "error", "output_truncated", "output_size", "processor_errors",
+)  # fmt: skip

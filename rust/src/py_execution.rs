@@ -1,0 +1,58 @@
+//! `Execution` across the boundary: the Rust record becomes a `dkron_exec.Execution` in one call
+//! (`Execution._from_core`, a tuple in `_CORE_FIELDS` order), and back (`_to_core`).
+
+use dkron_exec_core::execution::Execution;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyTuple};
+
+static FROM_CORE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+
+/// A `dkron_exec.Execution` with the record's fields.
+pub fn to_py<'py>(py: Python<'py>, e: &Execution) -> PyResult<Bound<'py, PyAny>> {
+    let from_core = FROM_CORE.get_or_try_init(py, || -> PyResult<_> {
+        Ok(py.import("dkron_exec.execution")?.getattr("Execution")?.getattr("_from_core")?.unbind())
+    })?;
+    let fields = PyTuple::new(
+        py,
+        [
+            e.job_name.as_str().into_pyobject(py)?.into_any(),
+            e.key.as_str().into_pyobject(py)?.into_any(),
+            e.started_ns.into_pyobject(py)?.into_any(),
+            e.finished_ns.into_pyobject(py)?.into_any(),
+            e.success.into_pyobject(py)?.to_owned().into_any(),
+            PyBytes::new(py, &e.output).into_any(),
+            e.node_name.as_str().into_pyobject(py)?.into_any(),
+            e.group.into_pyobject(py)?.into_any(),
+            e.attempt.into_pyobject(py)?.into_any(),
+            e.exit_code.into_pyobject(py)?.into_any(),
+            e.error.as_deref().into_pyobject(py)?.into_any(),
+            e.output_truncated.into_pyobject(py)?.to_owned().into_any(),
+            e.output_size.into_pyobject(py)?.into_any(),
+            e.processor_errors.clone().into_pyobject(py)?.into_any(),
+        ],
+    )?;
+    from_core.bind(py).call1((fields,))
+}
+
+/// The record of a `dkron_exec.Execution` (anything with its `_to_core`).
+pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Execution> {
+    let t = obj.call_method0("_to_core")?.cast_into::<PyTuple>()?;
+    Ok(Execution {
+        job_name: t.get_item(0)?.extract()?,
+        key: t.get_item(1)?.extract()?,
+        started_ns: t.get_item(2)?.extract()?,
+        finished_ns: t.get_item(3)?.extract()?,
+        success: t.get_item(4)?.extract()?,
+        output: t.get_item(5)?.extract()?,
+        node_name: t.get_item(6)?.extract()?,
+        group: t.get_item(7)?.extract()?,
+        attempt: t.get_item(8)?.extract()?,
+        exit_code: t.get_item(9)?.extract()?,
+        error: t.get_item(10)?.extract()?,
+        output_truncated: t.get_item(11)?.extract()?,
+        output_size: t.get_item(12)?.extract()?,
+        processor_errors: t.get_item(13)?.extract()?,
+    })
+}
