@@ -230,7 +230,7 @@ def test_config_values_are_normalised_to_dkron_strings() -> None:
             "list": ["a", 1, None],
             "obj": {"k": "v", "n": {"m": 2}},
         },
-        processors={"log": {"forward": False}, "files": {"max": 10}},
+        processors={"log": {"forward": False}, "files": {"keep": 10, "per_job_dir": True}},
     )
     job = Job.from_dict(doc)
     assert job.executor_config == {
@@ -245,7 +245,7 @@ def test_config_values_are_normalised_to_dkron_strings() -> None:
         "list": '["a",1,null]',
         "obj": '{"k":"v","n":{"m":2}}',
     }
-    assert job.processors == {"log": {"forward": "false"}, "files": {"max": "10"}}
+    assert job.processors == {"log": {"forward": "false"}, "files": {"keep": "10", "per_job_dir": "true"}}
     # Normalised values round-trip unchanged.
     assert Job.from_dict(job.to_dict()).to_dict() == job.to_dict()
 

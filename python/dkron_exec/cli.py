@@ -98,8 +98,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from .discovery import default_plugin_dirs, discover_plugins
-    from .processors import BUILTIN_NAMES
+    from .discovery import default_plugin_dirs, discover_plugins, is_builtin
 
     found = discover_plugins(args.plugin_dir)
     if args.json:
@@ -122,8 +121,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     if not found.all():
         print("no plugins found")
     for p in found.all():
-        builtin = p.name in BUILTIN_NAMES if p.kind == "processor" else p.name == "shell"
-        note = "  (ignored: the built-in of that name wins)" if builtin else ""
+        note = "  (ignored: the built-in of that name wins)" if is_builtin(p.kind, p.name) else ""
         print(f"{p.kind:<10} {p.name:<20} {p.path}{note}")
         for old in p.overrides:
             print(f"{'':<10} {'':<20}   overrides {old}")

@@ -26,6 +26,14 @@ KINDS: tuple[Literal["processor", "executor"], ...] = ("processor", "executor")
 PluginKind = Literal["processor", "executor"]
 
 
+def is_builtin(kind: PluginKind, name: str) -> bool:
+    """Whether dkron_exec itself provides a processor or executor of that name (it wins over a
+    plugin of the same name, as Dkron's embedded executors do)."""
+    from . import _core
+
+    return name in (_core.BUILTIN_PROCESSORS if kind == "processor" else _core.BUILTIN_EXECUTORS)
+
+
 def default_plugin_dirs() -> list[Path]:
     # Not resolved: a venv's python is a symlink, and its console scripts sit beside the link.
     return [SYSTEM_PLUGIN_DIR, Path(sys.executable).parent]

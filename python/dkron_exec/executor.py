@@ -1,4 +1,5 @@
-"""``Executor``: runs jobs, passes each execution through the job's processors, stores it."""
+"""``Executor``: runs jobs through their processors into a store. The policy lives here (which
+store, which plugins, which node name); each run is one call into the Rust runtime."""
 
 from __future__ import annotations
 
@@ -7,29 +8,46 @@ import logging
 import os
 import socket
 import threading
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import _core
 from ._loopwait import LoopWaiters
-from .attempts import Attempts
-from .discovery import discover_plugins
-from .errors import ConcurrencyError, ExecutorClosedError
+from .discovery import DiscoveredPlugins, PluginKind, discover_plugins, is_builtin
+from .errors import ExecutorClosedError
 from .execution import Execution
 from .job import Job
-from .plugin_host import OutputCallback, PluginManager
-from .processors import BUILTIN_NAMES, Processor, builtin_class
 from .spool import default_spool_dir, remove_stale_spools
-from .store import DEFAULT_RETENTION, SQLiteStore, default_store_path
+from .store import DEFAULT_RETENTION, SQLiteStore, Store, default_store_path
 
 JobLike = Job | Mapping[str, Any] | str | bytes
+OutputCallback = Callable[[bytes, bool], None]
 
 log = logging.getLogger("dkron_exec.executor")
 
 DEFAULT_OUTPUT_LIMIT = 256_000
+"""Bytes of output kept per execution: Dkron's 256,000."""
+
+_LOG_LEVELS = {
+    "[TRACE]": logging.DEBUG,
+    "[DEBUG]": logging.DEBUG,
+    "[INFO]": logging.INFO,
+    "[WARN]": logging.WARNING,
+    "[WARNING]": logging.WARNING,
+    "[ERROR]": logging.ERROR,
+}
+_log_processor = logging.getLogger("dkron_exec.processors.log")
+
+
+def _log_record(success: bool, job_name: str, key: str, block: str) -> None:
+    """The ``log`` processor's ``"target": "logging"`` (called from the Rust chain)."""
+    _log_processor.log(
+        logging.INFO if success else logging.ERROR,
+        "%s",
+        block,
+        extra={"job_name": job_name, "execution_key": key},
+    )
 
 
 def as_job(job: JobLike) -> Job:
@@ -40,27 +58,42 @@ def as_job(job: JobLike) -> Job:
     return Job.from_dict(job)
 
 
+class Plugins:
+    """The plugins an Executor found (discovery runs once, at first need)."""
+
+    def __init__(self, found: DiscoveredPlugins, runtime: _core.Runtime) -> None:
+        self.found = found
+        self._runtime = runtime
+
+    def has(self, kind: PluginKind, name: str) -> bool:
+        return name in self.found.of_kind(kind)
+
+    def pid(self, kind: PluginKind, name: str) -> int | None:
+        """The pid of the plugin's process while it runs."""
+        return self._runtime.plugin_pid(kind, name)
+
+
 class Executor:
     """Runs jobs and keeps their executions.
 
-    ``store`` is a path to an SQLite file, ``":memory:"``, or an object with the ``SQLiteStore``
-    methods; None means the default file (``default_store_path()``). ``node_name`` defaults to the
-    host name. ``output_limit`` bounds the output kept per execution (the tail is kept, as
-    Dkron's 256,000 bytes). ``retry_backoff`` is the base of Dkron's retry delay, in seconds.
-    ``worker_threads`` sizes the Rust engine that supervises every running job. ``spool_dir``
-    is where output that outgrows ``output_limit`` is spooled for processors that want all of it
-    (files); by default ``default_spool_dir()``. A spool file lives only while its execution goes
-    through the processors; those left by a process that died are removed when an Executor opens
-    the folder.
+    ``store`` is a path to an SQLite file, ``":memory:"``, or a store object (the
+    :class:`~dkron_exec.store.Store` protocol: an :class:`SQLiteStore`, or one written in Python);
+    None means the default file (``default_store_path()``). ``node_name`` defaults to the host
+    name. ``output_limit`` bounds the output kept per execution (the tail is kept, as Dkron's
+    256,000 bytes). ``retry_backoff`` is the base of Dkron's retry delay, in seconds.
+    ``worker_threads`` sizes the Rust engine that supervises runs started with ``run_async``.
+    ``spool_dir`` is where output that outgrows ``output_limit`` is spooled for processors that
+    want all of it (files); by default ``default_spool_dir()``.
 
     Plugins (``dkron-processor-NAME``, ``dkron-executor-NAME``) are found in ``/etc/dkron/plugins``,
     the Python executable's folder, then ``plugin_dirs`` (last found wins); a built-in of the same
-    name wins over a plugin. ``plugin_timeout`` bounds each plugin processor call, in seconds.
+    name wins over a plugin. ``plugin_timeout`` bounds each plugin processor call and
+    ``plugin_start_timeout`` a plugin's start-up, in seconds.
     """
 
     def __init__(
         self,
-        store: str | os.PathLike[str] | SQLiteStore | None = None,
+        store: str | os.PathLike[str] | Store | None = None,
         *,
         node_name: str | None = None,
         plugin_dirs: Sequence[str | os.PathLike[str]] = (),
@@ -71,30 +104,34 @@ class Executor:
         pipe_grace: float = 1.0,
         spool_dir: str | os.PathLike[str] | None = None,
         plugin_timeout: float | None = 30.0,
+        plugin_start_timeout: float = 10.0,
     ) -> None:
         if isinstance(output_limit, bool) or not isinstance(output_limit, int) or output_limit < 0:
             raise ValueError(f"output_limit must be a non-negative integer, got {output_limit!r}")
-        if isinstance(store, SQLiteStore):
-            self.store = store
-        else:
-            self.store = SQLiteStore(default_store_path() if store is None else store, retention=retention)
+        if store is None or isinstance(store, (str, os.PathLike)):
+            store = SQLiteStore(default_store_path() if store is None else store, retention=retention)
+        elif not isinstance(store, Store):
+            raise TypeError(f"store must be a path or an object with the Store methods, got {store!r}")
+        self.store: Store = store
         self.node_name = node_name or socket.gethostname()
         self.plugin_dirs = [Path(d) for d in plugin_dirs]
         self.output_limit = output_limit
-        self.retry_backoff = retry_backoff
-        self.pipe_grace = pipe_grace
         self.spool_dir = Path(spool_dir) if spool_dir is not None else default_spool_dir()
         # A host that died mid-run left its spool files behind.
         remove_stale_spools(self.spool_dir)
-        self._engine = _core.Engine(worker_threads)
-        # The runs in flight, by job name: for forbid, cancel(), and close() (which waits for
-        # them to store their last execution before it closes the store).
-        self._runs: dict[str, set[Attempts]] = {}
-        self._state = threading.Condition()
+        self._runtime = _core.Runtime(
+            node_name=self.node_name,
+            output_limit=output_limit,
+            pipe_grace=pipe_grace,
+            spool_dir=str(self.spool_dir),
+            retry_backoff=retry_backoff,
+            worker_threads=worker_threads,
+            plugin_timeout=plugin_timeout,
+            plugin_start_timeout=plugin_start_timeout,
+        )
+        self._plugins: Plugins | None = None
+        self._lock = threading.Lock()
         self._closed = False
-        self._processors: dict[str, Processor] = {}
-        self.plugin_timeout = plugin_timeout
-        self._plugins: PluginManager | None = None
         self._waiters = LoopWaiters()
 
     # -- public API --------------------------------------------------------------------------
@@ -107,26 +144,42 @@ class Executor:
         Blocks with the GIL released. Ctrl-C kills the job's processes, stores the interrupted
         execution, and raises KeyboardInterrupt.
         """
-        job = as_job(job)
-        with self._claim(job, on_output) as attempt:
-            while True:
-                execution = attempt.run_shell() if job.executor == "shell" else attempt.run_handle()
-                delay = attempt.next_delay(execution)
-                if delay is None:
-                    return execution
-                time.sleep(delay)
+        plan = self._plan(as_job(job))
+        execution, raised = self._runtime.run(plan, on_output)
+        self._store(execution)
+        if raised is not None:
+            raise raised
+        return execution
 
     async def run_async(self, job: JobLike, *, on_output: OutputCallback | None = None) -> Execution:
-        """``run`` for asyncio programs: waits on the job without blocking the event loop."""
-        job = as_job(job)
-        loop = asyncio.get_running_loop()
-        with self._claim(job, on_output) as attempt:
-            while True:
-                execution = await attempt.run_async(loop, self._waiters)
-                delay = attempt.next_delay(execution)
-                if delay is None:
-                    return execution
-                await asyncio.sleep(delay)
+        """``run`` for asyncio programs: waits on the job without blocking the event loop.
+
+        Cancelling the task kills the job's processes at once; the run still stores its
+        execution (as interrupted) when it ends.
+        """
+        plan = self._plan(as_job(job))
+        waiter = self._waiters.for_loop(asyncio.get_running_loop())
+        token, done = waiter.register()
+        try:
+            handle = self._runtime.start(plan, waiter.queue, token, on_output)
+        except BaseException:
+            waiter.forget(token)
+            raise
+        try:
+            await done
+        except asyncio.CancelledError:
+            handle.interrupt()
+            waiter.track(token).add_done_callback(lambda _: self._store(handle.take()))
+            raise
+        execution = handle.take()
+        assert execution is not None, "a finished run has an execution"
+        self._store(execution)
+        return execution
+
+    def process(self, job: JobLike, execution: Execution) -> Execution:
+        """Passes ``execution`` through the job's processors, as a run would after its executor,
+        and returns what comes out. Nothing is run or stored."""
+        return self._runtime.process(self._plan(as_job(job)), execution)
 
     def executions(self, job_name: str, limit: int | None = None) -> list[Execution]:
         """The job's stored executions, newest first."""
@@ -139,31 +192,21 @@ class Executor:
         """Kills the runs of ``job_name`` in flight (whole process trees) and stops their
         retries; returns how many there were. Each run's execution is stored, as cancelled, and
         its ``run`` call returns it."""
-        with self._state:
-            runs = list(self._runs.get(job_name, ()))
-        for attempts in runs:
-            attempts.cancel()
-        return len(runs)
+        return int(self._runtime.cancel(job_name))
 
     def running(self) -> int:
-        """Jobs running right now, across every thread and task."""
-        return int(self._engine.in_flight())
+        """Runs in flight right now, across every thread and task."""
+        return int(self._runtime.in_flight())
 
     def close(self, timeout: float = 10.0) -> None:
         """Kills every job still running (whole process trees), waits up to ``timeout`` seconds
-        for their executions to be stored, then closes the store. New runs are refused."""
-        with self._state:
+        for their executions to be stored, stops the plugins, then closes the store. New runs
+        are refused."""
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
-        self._engine.shutdown()
-        with self._state:
-            self._state.wait_for(lambda: not self._runs, timeout)
-            processors = list(self._processors.values())
-        for processor in processors:
-            processor.close()
-        if self._plugins is not None:
-            self._plugins.close()
+        self._runtime.close(timeout)
         self.store.close()
 
     def __enter__(self) -> Executor:
@@ -172,57 +215,49 @@ class Executor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- internals ---------------------------------------------------------------------------
-
     @property
-    def plugins(self) -> PluginManager:
-        """The plugins found at first use (discovery runs once per Executor)."""
-        with self._state:
+    def plugins(self) -> Plugins:
+        """The plugins found on disk (discovery runs once per Executor, at first need)."""
+        with self._lock:
             if self._plugins is None:
-                found = discover_plugins(self.plugin_dirs)
-                for info in found.all():
-                    builtin = info.name in BUILTIN_NAMES if info.kind == "processor" else info.name == "shell"
-                    if builtin:
-                        log.warning(
-                            "%s plugin %s is ignored: the built-in %r wins", info.kind, info.path, info.name
-                        )
-                        del found.of_kind(info.kind)[info.name]
-                self._plugins = PluginManager(found, call_timeout=self.plugin_timeout)
+                self._plugins = self._discover()
             return self._plugins
 
-    def _processors_for(self, job: Job) -> dict[str, Processor]:
-        """The processors the job names, made once per Executor (they keep connections):
-        built-ins first, then plugins."""
-        missing = [name for name in job.processors if name not in self._processors]
-        if missing:
-            plugins = self.plugins
-            with self._state:
-                for name in missing:
-                    if name in self._processors:
-                        continue
-                    if name in BUILTIN_NAMES:
-                        self._processors[name] = builtin_class(name)()
-                    elif plugins.has("processor", name):
-                        self._processors[name] = plugins.processor(name)
-        return self._processors
+    # -- internals ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _claim(self, job: Job, on_output: OutputCallback | None) -> Iterator[Attempts]:
-        """Registers a run of the job (for cancel() and close()), enforcing ``concurrency:
-        forbid`` for runs through this executor."""
-        attempts = Attempts(self, job, on_output)
-        with self._state:
-            if self._closed:
-                raise ExecutorClosedError("this Executor is closed")
-            running = self._runs.setdefault(job.name, set())
-            if running and job.forbids_concurrency:
-                raise ConcurrencyError(f"job {job.name!r} is already running and its concurrency is 'forbid'")
-            running.add(attempts)
-        try:
-            yield attempts
-        finally:
-            with self._state:
-                running.discard(attempts)
-                if not running:
-                    del self._runs[job.name]
-                self._state.notify_all()
+    def _plan(self, job: Job) -> _core.JobPlan:
+        if self._closed:
+            raise ExecutorClosedError("this Executor is closed")
+        plan = job.plan
+        if plan.needs_plugins and self._plugins is None:
+            self.plugins  # noqa: B018  (discovery registers the plugins with the runtime)
+        return plan
+
+    def _store(self, execution: Execution | None) -> None:
+        """Stores the execution, unless the Rust runtime already wrote it to the SQLite store."""
+        if execution is not None and not self._runtime.records:
+            self.store.put(execution)
+
+    def _discover(self) -> Plugins:
+        found = discover_plugins(self.plugin_dirs)
+        for info in found.all():
+            if is_builtin(info.kind, info.name):
+                log.warning("%s plugin %s is ignored: the built-in %r wins", info.kind, info.path, info.name)
+                del found.of_kind(info.kind)[info.name]
+                continue
+            self._runtime.register_plugin(info.kind, info.name, str(info.path))
+        if found.all():
+            threading.Thread(target=self._forward_plugin_logs, name="dkron-exec-plugin-logs", daemon=True).start()
+        return Plugins(found, self._runtime)
+
+    def _forward_plugin_logs(self) -> None:
+        """Plugin stdout/stderr lines to ``logging`` (``dkron_exec.plugin.NAME``), until close."""
+        while True:
+            lines = self._runtime.drain_logs(0.5)
+            if lines is None:
+                return
+            for plugin, stream, line in lines:
+                logger = logging.getLogger(f"dkron_exec.plugin.{plugin}" if plugin else "dkron_exec.plugin")
+                head = line.lstrip().split(" ", 1)[0].upper()
+                level = logging.WARNING if stream == "host" else _LOG_LEVELS.get(head, logging.INFO)
+                logger.log(level, "%s", line, extra={"plugin": plugin, "stream": stream})

@@ -46,6 +46,7 @@ from typing import Any
 
 import orjson
 
+from . import _core
 from .durations import parse_byte_size, parse_go_duration_ns
 from .errors import JobError
 from .schedule import Schedule, ScheduleError, load_timezone, parse_rfc3339
@@ -331,6 +332,10 @@ class Job:
     # How the document spelled things we normalise, so to_dict() can write them back unchanged.
     _nulls: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
     _time_text: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # The top-level fields the short form moved into executor_config, to blame in errors.
+    _paths: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # (fingerprint of the fields the plan reads, the plan): rebuilt when those fields change.
+    _plan_cache: tuple[bytes, _core.JobPlan] | None = field(default=None, init=False, repr=False, compare=False)
 
     # ------------------------------------------------------------------------------------------ reading
 
@@ -412,6 +417,7 @@ class Job:
         )
         job._nulls = nulls
         job._time_text = {k: doc[k] for k in ("starts_at", "expires_at") if isinstance(doc.get(k), str)}
+        job._paths = dict(paths)
         job._check(paths)
         return job
 
@@ -466,13 +472,42 @@ class Job:
             and _aware(self.expires_at) <= _aware(self.starts_at)
         ):
             raise JobError("expires_at", self.expires_at, "must be after starts_at")
-        if self.executor == "shell":
-            ShellConfig.from_config(self.executor_config, paths=paths)
-        # Built-in processors check their own config here, so a bad one fails at validation.
-        from .processors import validate_processor_config
+        # The executor's and processors' configs are parsed by the Rust plan, once: what is
+        # checked here is what runs.
+        self._plan_cache = self._build_plan(paths)
 
-        for proc_name, proc_config in self.processors.items():
-            validate_processor_config(proc_name, proc_config)
+    def _plan_fingerprint(self) -> bytes:
+        return orjson.dumps(
+            (self.name, self.executor, self.executor_config, self.processors, self.retries, self.concurrency)
+        )
+
+    def _build_plan(self, paths: Mapping[str, str] | None = None) -> tuple[bytes, _core.JobPlan]:
+        paths = self._paths if paths is None else paths
+        try:
+            plan = _core.JobPlan(
+                self.name,
+                self.executor,
+                self.executor_config,
+                list(self.processors.items()),
+                retries=self.retries,
+                forbid=self.forbids_concurrency,
+            )
+        except JobError as exc:
+            # A short-form key is blamed where the document wrote it (top level).
+            key = exc.field.removeprefix("executor_config.")
+            if exc.field.startswith("executor_config.") and key in paths:
+                raise JobError(paths[key], exc.value, exc.reason) from None
+            raise
+        return self._plan_fingerprint(), plan
+
+    @property
+    def plan(self) -> _core.JobPlan:
+        """The job's executor and processors as the Rust core runs them, parsed from the
+        current fields (rebuilt after an edit; JobError if the edit made them invalid)."""
+        cached = self._plan_cache
+        if cached is None or cached[0] != self._plan_fingerprint():
+            cached = self._plan_cache = self._build_plan()
+        return cached[1]
 
     def validate(self) -> None:
         """Check the job as it is now (after edits); raises JobError like :meth:`from_dict`."""

@@ -7,9 +7,6 @@ import os
 import re
 from pathlib import Path
 
-from .job import Job
-from .processors import builtin_class
-
 # The Rust engine names spool files ".dkron-exec-spool-<pid>-<seq>".
 _SPOOL_NAME = re.compile(r"\.dkron-exec-spool-(\d+)-\d+")
 
@@ -18,15 +15,6 @@ def default_spool_dir() -> Path:
     """``$XDG_CACHE_HOME/dkron-exec/spool`` (``~/.cache``): on disk, not a tmpfs /tmp."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(cache) / "dkron-exec" / "spool"
-
-
-def spool_limit(job: Job) -> int:
-    """Bytes of complete output the job's processors want (0: none beyond the in-memory tail)."""
-    limit = 0
-    for name, config in job.processors.items():
-        if name == "files":
-            limit = max(limit, builtin_class("files").spool_limit(config) or 0)  # type: ignore[attr-defined]
-    return limit
 
 
 def remove_stale_spools(directory: Path) -> int:

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -50,6 +50,17 @@ _COLUMNS = (
 )
 
 _INSERT = f"INSERT OR REPLACE INTO executions ({_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What an Executor needs of a store (stores written in Python implement this)."""
+
+    def put(self, execution: Execution) -> None: ...
+    def list(self, job_name: str, limit: int | None = None) -> builtins.list[Execution]: ...
+    def get(self, job_name: str, key: str) -> Execution | None: ...
+    def job_names(self) -> builtins.list[str]: ...
+    def close(self) -> None: ...
 
 
 def default_store_path() -> Path:

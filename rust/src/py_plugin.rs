@@ -1,26 +1,22 @@
-//! Binding of the plugin host: `PluginHost` (register, process, execute, logs, close) and
-//! `PluginRun` (an executor-plugin run with the interface of `RunHandle`). Blocking waits
-//! release the GIL and poll for signals, as in lib.rs.
+//! Binding of the plugin host on its own (register, process, logs, close), for tools and
+//! benchmarks; an Executor reaches its plugins through `Runtime`. Blocking waits release the GIL
+//! and poll for signals, as in lib.rs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use dkron_exec_core::plugin::codec::{Frame, MAX_FRAME};
 use dkron_exec_core::plugin::host::{CallSlot, HostConfig, PluginHost as CoreHost};
-use dkron_exec_core::plugin::run::PluginRun as CoreRun;
 use dkron_exec_core::plugin::{Kind, PluginFailure};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use dkron_exec_core::plugin::serde_json::{self, Map, Value};
 
-use crate::{seconds, wait_with_signals, Outcome, SIGNAL_POLL};
+use crate::{seconds, SIGNAL_POLL};
 
 /// (plugin, stream, line)
 type LogTuple = (String, &'static str, String);
-/// (is_stderr, chunk)
-type ChunkTuple<'py> = (bool, Bound<'py, PyBytes>);
 
 fn kind_of(kind: &str) -> PyResult<Kind> {
     Kind::parse(kind).ok_or_else(|| PyValueError::new_err(format!("kind must be 'processor' or 'executor', got {kind:?}")))
@@ -104,41 +100,6 @@ impl PluginHost {
         Ok((PyBytes::new(py, &head), PyBytes::new(py, &frame.body)))
     }
 
-    /// Starts an executor-plugin run. `config` is a JSON object; `stream` keeps chunks for
-    /// `PluginRun.next_chunks`.
-    #[pyo3(signature = (name, job_name, config, payload = Vec::new(), *, timeout = None,
-                        output_limit = 256_000, stream = false))]
-    #[allow(clippy::too_many_arguments)]
-    fn execute(
-        &self,
-        py: Python<'_>,
-        name: &str,
-        job_name: &str,
-        config: &[u8],
-        payload: Vec<u8>,
-        timeout: Option<f64>,
-        output_limit: usize,
-        stream: bool,
-    ) -> PyResult<PluginRun> {
-        let config = json_object(config, "config")?;
-        let timeout = seconds(timeout, "timeout")?;
-        let mut header = Map::new();
-        header.insert("type".into(), Value::from("execute"));
-        header.insert("job_name".into(), Value::from(job_name));
-        header.insert("config".into(), Value::Object(config));
-        let inner = self.inner.clone();
-        let run = py.detach(|| -> std::io::Result<CoreRun> {
-            let pid = inner.pid(Kind::Executor, name);
-            let run = CoreRun::new(&format!("plugin executor '{name}'"), job_name, output_limit, timeout, stream, pid)?;
-            match inner.call(Kind::Executor, name, header, payload, timeout, run.sink()) {
-                Ok(call) => run.set_call(call),
-                Err(f) => run.fail(f),
-            }
-            Ok(run)
-        })?;
-        Ok(PluginRun { inner: run })
-    }
-
     /// The pid of the plugin's process while it runs.
     fn pid(&self, py: Python<'_>, kind: &str, name: &str) -> PyResult<Option<u32>> {
         let kind = kind_of(kind)?;
@@ -172,53 +133,8 @@ impl PluginHost {
     }
 }
 
-#[pyclass(module = "dkron_exec._core", name = "PluginRun", frozen)]
-pub struct PluginRun {
-    inner: CoreRun,
-}
-
-#[pymethods]
-impl PluginRun {
-    #[pyo3(signature = (timeout = None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Outcome>> {
-        wait_with_signals(py, timeout, |slice| self.inner.wait(Some(slice)))
-    }
-
-    fn result(&self, py: Python<'_>) -> Option<Outcome> {
-        self.inner.result().map(|o| Outcome::new(py, &o))
-    }
-
-    fn done(&self) -> bool {
-        self.inner.result().is_some()
-    }
-
-    /// Asks the plugin to stop the run; the outcome then says "cancelled".
-    fn cancel(&self) {
-        self.inner.cancel();
-    }
-
-    /// Streamed (is_stderr, chunk) pairs; waits up to `timeout`. None once the run ended and
-    /// every chunk was taken.
-    #[pyo3(signature = (timeout = 0.05))]
-    fn next_chunks<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Option<Vec<ChunkTuple<'py>>>> {
-        let timeout = seconds(Some(timeout), "timeout")?.unwrap_or(Duration::ZERO);
-        let chunks = py.detach(|| self.inner.next_chunks(timeout));
-        Ok(chunks.map(|cs| cs.into_iter().map(|(err, data)| (err, PyBytes::new(py, &data))).collect()))
-    }
-
-    #[getter]
-    fn pid(&self) -> Option<u32> {
-        self.inner.pid()
-    }
-
-    fn fileno(&self) -> i32 {
-        self.inner.wake_fd()
-    }
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PluginHost>()?;
-    m.add_class::<PluginRun>()?;
     m.add("PLUGIN_MAX_FRAME", MAX_FRAME)?;
     Ok(())
 }

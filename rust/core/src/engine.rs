@@ -1,9 +1,10 @@
-//! The engine: one small tokio runtime that supervises every running job of an executor, so many
-//! jobs can be in flight without a thread each. Callers get a `RunHandle` they can block on, poll
-//! through a file descriptor (for asyncio), or cancel. A blocking caller can instead run a job on
-//! its own thread (`run_here`), which saves the hops between threads.
+//! The engine: one small tokio runtime on which every run of an executor that was *started*
+//! (asyncio) lives, and a runtime per calling thread for runs that block their caller, so a
+//! blocking run never hops threads. Both count the runs in flight and share one shutdown signal,
+//! which kills every job's process tree.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -12,10 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 pub use tokio::sync::Notify;
 
-use crate::job::{self, JobSpec, Outcome};
-
 pub struct Engine {
-    /// Taken (write lock) only when the engine shuts down; `start` holds a read lock briefly.
+    /// Taken (write lock) only when the engine shuts down; `spawn` holds a read lock briefly.
     runtime: RwLock<Option<Runtime>>,
     closed: AtomicBool,
     shutdown: Arc<Notify>,
@@ -26,7 +25,7 @@ fn shut_down_error() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::NotConnected, "the engine is shut down")
 }
 
-/// Counts running jobs, so that shutdown can wait for their supervisors to finish killing them.
+/// Counts running runs, so that shutdown can wait for them to finish killing their jobs.
 #[derive(Default)]
 struct InFlight {
     count: Mutex<usize>,
@@ -37,8 +36,9 @@ impl Engine {
     pub fn new(worker_threads: usize) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(worker_threads.max(1))
-            // Blocking work is only the rare /proc scan; keep the pool small.
-            .max_blocking_threads(2)
+            // Chains with plugin steps run here (each may wait on its plugin): enough for many
+            // concurrent calls, idle threads leave after 10 s.
+            .max_blocking_threads(64)
             .thread_name("dkron-exec-engine")
             .enable_all()
             .build()?;
@@ -50,79 +50,73 @@ impl Engine {
         })
     }
 
-    /// Starts a job and returns at once. The spawn itself happens on the engine's thread too, so
-    /// a caller juggling many jobs (an event loop) keeps working while the kernel forks.
-    /// With `notify`, the token is pushed to that queue when the job ends.
-    pub fn start(&self, spec: JobSpec, notify: Option<(Arc<CompletionQueue>, u64)>) -> std::io::Result<RunHandle> {
-        let guard = self.runtime.read().unwrap();
-        let runtime = guard.as_ref().filter(|_| !self.closed.load(Ordering::SeqCst)).ok_or_else(shut_down_error)?;
-        let shared = Arc::new(Shared::new(notify));
-        let counted = InFlightGuard::enter(&self.in_flight);
-        if self.closed.load(Ordering::SeqCst) {
-            // A shutdown began after our check: it may not have seen us in the count.
-            shared.cancel.notify_one();
-        }
-        let lost = LostSupervision::new(&shared, &spec);
-        let task_shared = shared.clone();
-        let shutdown = self.shutdown.clone();
-        runtime.spawn(async move {
-            let started_ns = job::unix_nanos();
-            let outcome = match job::spawn(&spec) {
-                Err(err) => job::spawn_failure(&spec, &err, started_ns),
-                Ok(started) => {
-                    *task_shared.pid.lock().unwrap() = started.child.id();
-                    let cancel = task_shared.cancel.clone();
-                    job::supervise(started, spec, started_ns, cancel, shutdown).await
-                }
-            };
-            // Leave the count first: whoever sees the outcome must also see it gone.
-            drop(counted);
-            lost.complete(outcome);
-        });
-        Ok(RunHandle { shared })
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
-    /// Runs a job to its end on the calling thread, on a small runtime of that thread's own: no
-    /// thread hop between spawning, supervising and returning, which is what a blocking caller
-    /// wants. Every `poll` interval `interrupted` is asked whether to give up; when it says yes
-    /// the job's tree is killed and its outcome (Cancelled) is still returned, with `true`.
-    /// `cancel` (notified from any thread) kills the job as `RunHandle::cancel` does.
-    pub fn run_here(
+    /// Notified (to every waiter) while the engine shuts down: whatever runs must end.
+    pub fn shutdown_signal(&self) -> Arc<Notify> {
+        self.shutdown.clone()
+    }
+
+    /// Runs `run` on the engine's runtime and returns at once. When it ends its result goes to
+    /// the handle and, with `notify`, `token` to that queue. If the runtime drops it unfinished
+    /// (it shut down), `lost()` makes the result instead, so no one waits forever.
+    pub fn spawn<T, F>(
         &self,
-        spec: JobSpec,
+        run: F,
+        notify: Option<(Arc<CompletionQueue>, u64)>,
+        lost: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<Handle<T>>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let guard = self.runtime.read().unwrap();
+        let runtime = guard.as_ref().filter(|_| !self.is_closed()).ok_or_else(shut_down_error)?;
+        let shared = Arc::new(Shared::new(notify));
+        let counted = InFlightGuard::enter(&self.in_flight);
+        let mut completer = Completer { shared: Some(shared.clone()), lost: Some(lost) };
+        runtime.spawn(async move {
+            let result = run.await;
+            // Leave the count first: whoever sees the result must also see it gone.
+            drop(counted);
+            completer.complete(result);
+        });
+        Ok(Handle { shared })
+    }
+
+    /// Drives `run` to its end on the calling thread, on a small runtime of that thread's own.
+    /// Every `poll` interval `interrupted` is asked whether the caller gives up (Ctrl-C); the
+    /// first time it says yes, `give_up` is called (it should make `run` end soon) and the
+    /// result is still awaited; the flag says whether that happened.
+    pub fn block_on_here<T>(
+        &self,
+        run: impl Future<Output = T>,
         poll: Duration,
-        cancel: Arc<Notify>,
         mut interrupted: impl FnMut() -> bool,
-    ) -> std::io::Result<(Outcome, bool)> {
-        if self.closed.load(Ordering::SeqCst) {
+        give_up: impl FnOnce(),
+    ) -> std::io::Result<(T, bool)> {
+        if self.is_closed() {
             return Err(shut_down_error());
         }
+        let _counted = InFlightGuard::enter(&self.in_flight);
         LOCAL_RUNTIME.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.is_none() {
                 *slot = Some(tokio::runtime::Builder::new_current_thread().enable_all().build()?);
             }
             let runtime = slot.as_ref().expect("just made");
-            let started_ns = job::unix_nanos();
+            // Timers are made outside block_on: they need the runtime's context.
             let _context = runtime.enter();
-            let started = match job::spawn(&spec) {
-                Ok(started) => started,
-                Err(err) => return Ok((job::spawn_failure(&spec, &err, started_ns), false)),
-            };
-            let _counted = InFlightGuard::enter(&self.in_flight);
-            if self.closed.load(Ordering::SeqCst) {
-                // A shutdown began between our check and our count: it may not wait for us.
-                cancel.notify_one();
-            }
-            let mut run = Box::pin(job::supervise(started, spec, started_ns, cancel.clone(), self.shutdown.clone()));
-            let mut gave_up = false;
+            let mut run = std::pin::pin!(run);
+            let mut give_up = Some(give_up);
             loop {
-                if let Ok(outcome) = runtime.block_on(tokio::time::timeout(poll, &mut run)) {
-                    return Ok((outcome, gave_up));
+                if let Ok(result) = runtime.block_on(tokio::time::timeout(poll, &mut run)) {
+                    return Ok((result, give_up.is_none()));
                 }
-                if !gave_up && interrupted() {
-                    gave_up = true;
-                    cancel.notify_one();
+                if give_up.is_some() && interrupted() {
+                    (give_up.take().expect("checked"))();
                 }
             }
         })
@@ -132,8 +126,8 @@ impl Engine {
         *self.in_flight.count.lock().unwrap()
     }
 
-    /// Kills every running job (whole trees), waits up to `grace` for their supervisors to record
-    /// the outcome, then stops the runtime. Idempotent.
+    /// Kills every running job (whole trees), waits up to `grace` for the runs to record their
+    /// executions, then stops the runtime. Idempotent.
     pub fn shutdown(&self, grace: Duration) {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
@@ -141,7 +135,7 @@ impl Engine {
         let deadline = Instant::now() + grace;
         let mut n = self.in_flight.count.lock().unwrap();
         while *n > 0 {
-            // notify_waiters only reaches supervisors parked right now; repeat until all are gone.
+            // notify_waiters only reaches tasks parked right now; repeat until all are gone.
             self.shutdown.notify_waiters();
             let now = Instant::now();
             if now >= deadline {
@@ -157,45 +151,41 @@ impl Engine {
     }
 }
 
-/// Completes a handle whose supervising task was dropped unfinished (the runtime shut down under
-/// it), so that nobody waits forever; the job's tree is killed.
-struct LostSupervision {
-    shared: Option<Arc<Shared>>,
-    output_limit: usize,
-    label: String,
-}
-
-impl LostSupervision {
-    fn new(shared: &Arc<Shared>, spec: &JobSpec) -> Self {
-        Self { shared: Some(shared.clone()), output_limit: spec.output_limit, label: spec.label.clone() }
-    }
-
-    fn complete(mut self, outcome: Outcome) {
-        if let Some(shared) = self.shared.take() {
-            shared.complete(outcome);
-        }
-    }
-}
-
-impl Drop for LostSupervision {
+impl Drop for Engine {
     fn drop(&mut self) {
-        let Some(shared) = self.shared.take() else { return };
-        let pid = *shared.pid.lock().unwrap();
-        if let Some(pid) = pid {
-            crate::proctree::kill_job(pid as i32, pid as i32);
+        self.shutdown(Duration::from_secs(2));
+    }
+}
+
+/// Completes a handle exactly once: with the run's result, or with `lost()` if the task was
+/// dropped unfinished.
+struct Completer<T, L: FnOnce() -> T> {
+    shared: Option<Arc<Shared<T>>>,
+    lost: Option<L>,
+}
+
+impl<T, L: FnOnce() -> T> Completer<T, L> {
+    fn complete(&mut self, result: T) {
+        if let Some(shared) = self.shared.take() {
+            shared.complete(result);
         }
-        let error = format!("shell: Job '{}' was cancelled: the engine shut down. Job was killed", self.label);
-        let now = job::unix_nanos();
-        shared.complete(job::bare_outcome(self.output_limit, error, job::EndReason::Cancelled, pid, now));
+    }
+}
+
+impl<T, L: FnOnce() -> T> Drop for Completer<T, L> {
+    fn drop(&mut self) {
+        if let (Some(shared), Some(lost)) = (self.shared.take(), self.lost.take()) {
+            shared.complete(lost());
+        }
     }
 }
 
 thread_local! {
-    /// The runtime `run_here` drives on this thread (made on first use).
+    /// The runtime `block_on_here` drives on this thread (made on first use).
     static LOCAL_RUNTIME: RefCell<Option<Runtime>> = const { RefCell::new(None) };
 }
 
-/// One running job in the count; leaves it (and wakes a waiting shutdown) when dropped.
+/// One running run in the count; leaves it (and wakes a waiting shutdown) when dropped.
 struct InFlightGuard(Arc<InFlight>);
 
 impl InFlightGuard {
@@ -215,64 +205,35 @@ impl Drop for InFlightGuard {
     }
 }
 
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.shutdown(Duration::from_secs(2));
-    }
-}
-
-struct Shared {
-    outcome: Mutex<Option<Arc<Outcome>>>,
+struct Shared<T> {
+    result: Mutex<Slot<T>>,
     done: Condvar,
-    cancel: Arc<Notify>,
-    pid: Mutex<Option<u32>>,
-    /// A pipe whose read end becomes readable when the job is done, for event loops. Made on
-    /// first request only: blocking callers never pay for it.
-    wake: Mutex<Option<(OwnedFd, OwnedFd)>>,
-    /// Where to report the end, for callers that wait on many jobs through one queue.
+    /// Where to report the end, for callers that wait on many runs through one queue.
     notify: Option<(Arc<CompletionQueue>, u64)>,
 }
 
-impl Shared {
+enum Slot<T> {
+    Running,
+    Done(T),
+    Taken,
+}
+
+impl<T> Shared<T> {
     fn new(notify: Option<(Arc<CompletionQueue>, u64)>) -> Self {
-        Self {
-            outcome: Mutex::new(None),
-            done: Condvar::new(),
-            cancel: Arc::new(Notify::new()),
-            pid: Mutex::new(None),
-            wake: Mutex::new(None),
-            notify,
-        }
+        Self { result: Mutex::new(Slot::Running), done: Condvar::new(), notify }
     }
 
-    fn complete(&self, outcome: Outcome) {
-        *self.outcome.lock().unwrap() = Some(Arc::new(outcome));
+    fn complete(&self, result: T) {
+        *self.result.lock().unwrap() = Slot::Done(result);
         self.done.notify_all();
-        if let Some((_, write)) = self.wake.lock().unwrap().as_ref() {
-            poke(write);
-        }
         if let Some((queue, token)) = &self.notify {
             queue.push(*token);
         }
     }
-
-    fn wake_fd(&self) -> std::io::Result<RawFd> {
-        let mut wake = self.wake.lock().unwrap();
-        if wake.is_none() {
-            let pair = nonblocking_pipe()?;
-            // complete() may have run before the pipe existed: it looks at `wake` only after
-            // setting the outcome, and we look at the outcome only after making the pipe.
-            if self.outcome.lock().unwrap().is_some() {
-                poke(&pair.1);
-            }
-            *wake = Some(pair);
-        }
-        Ok(wake.as_ref().map(|(read, _)| read.as_raw_fd()).unwrap_or(-1))
-    }
 }
 
-/// Tokens of finished jobs, with one file descriptor that is readable while any are waiting: an
-/// event loop watching hundreds of jobs registers one reader, not one per job.
+/// Tokens of finished runs, with one file descriptor that is readable while any are waiting: an
+/// event loop watching hundreds of runs registers one reader, not one per run.
 pub struct CompletionQueue {
     tokens: Mutex<Vec<u64>>,
     read: OwnedFd,
@@ -323,50 +284,44 @@ fn poke(fd: &OwnedFd) {
     unsafe { libc::write(fd.as_raw_fd(), b"x".as_ptr().cast(), 1) };
 }
 
-#[derive(Clone)]
-pub struct RunHandle {
-    shared: Arc<Shared>,
+/// The result of a run started with `Engine::spawn`.
+pub struct Handle<T> {
+    shared: Arc<Shared<T>>,
 }
 
-impl RunHandle {
-    /// Blocks until the job ends or `timeout` passes (None: no limit).
-    pub fn wait(&self, timeout: Option<Duration>) -> Option<Arc<Outcome>> {
-        let mut guard = self.shared.outcome.lock().unwrap();
-        match timeout {
-            None => {
-                while guard.is_none() {
-                    guard = self.shared.done.wait(guard).unwrap();
-                }
-            }
-            Some(t) => {
-                let deadline = Instant::now() + t;
-                while guard.is_none() {
+impl<T> Handle<T> {
+    /// Blocks until the run ends or `timeout` passes (None: no limit); true once it has ended.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut slot = self.shared.result.lock().unwrap();
+        while matches!(*slot, Slot::Running) {
+            match deadline {
+                None => slot = self.shared.done.wait(slot).unwrap(),
+                Some(d) => {
                     let now = Instant::now();
-                    if now >= deadline {
-                        break;
+                    if now >= d {
+                        return false;
                     }
-                    guard = self.shared.done.wait_timeout(guard, deadline - now).unwrap().0;
+                    slot = self.shared.done.wait_timeout(slot, d - now).unwrap().0;
                 }
             }
         }
-        guard.clone()
+        true
     }
 
-    pub fn result(&self) -> Option<Arc<Outcome>> {
-        self.shared.outcome.lock().unwrap().clone()
+    pub fn done(&self) -> bool {
+        !matches!(*self.shared.result.lock().unwrap(), Slot::Running)
     }
 
-    /// Kills the job's whole tree; the outcome then says `Cancelled`. No effect once it ended.
-    pub fn cancel(&self) {
-        self.shared.cancel.notify_one();
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        *self.shared.pid.lock().unwrap()
-    }
-
-    /// A file descriptor that is readable once the job is done (owned by the handle).
-    pub fn wake_fd(&self) -> std::io::Result<RawFd> {
-        self.shared.wake_fd()
+    /// The result, once: None while running, and after it was taken.
+    pub fn take(&self) -> Option<T> {
+        let mut slot = self.shared.result.lock().unwrap();
+        match std::mem::replace(&mut *slot, Slot::Taken) {
+            Slot::Done(result) => Some(result),
+            other => {
+                *slot = other;
+                None
+            }
+        }
     }
 }

@@ -6,7 +6,6 @@
 pub mod codec;
 pub mod host;
 pub mod logs;
-pub mod run;
 pub mod spawn;
 pub mod supervisor;
 

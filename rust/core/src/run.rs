@@ -1,0 +1,458 @@
+//! One run of a job, from spawn to stored record: the attempts (with Dkron's retry backoff), each
+//! run by its executor, passed through the job's chain and recorded in the store. A `Runtime` is
+//! what an `Executor` owns: the engine, the plugin host, the syslog connections, the store.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::chain::files::FilesStep;
+use crate::chain::log::{self, LogStep};
+use crate::chain::syslog::{Sinks, SyslogStep};
+use crate::chain::{Chain, ChainStep, Missing, Processed, Step, StepContext};
+use crate::engine::{CompletionQueue, Engine, Handle};
+use crate::execution::{make_key, Execution};
+use crate::executors::{plugin, ExecutorPlan};
+use crate::job::{self, unix_nanos, EndReason, Outcome};
+use crate::plan::{JobPlan, StepKind};
+use crate::plugin::host::{CallSlot, PluginHost};
+use crate::plugin::{Kind, PluginFailure};
+use crate::spool::SpoolSpec;
+
+/// Where finished executions go (the SQLite store; None when the embedding program stores them).
+pub trait Recorder: Send + Sync {
+    fn record(&self, execution: &Execution) -> Result<(), String>;
+}
+
+/// Streamed output for the caller: (is stderr, chunk).
+pub type OutputFn = dyn Fn(bool, &[u8]) + Send + Sync;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_name: String,
+    /// Bytes of output kept in memory per execution (the tail).
+    pub output_limit: usize,
+    pub pipe_grace: Duration,
+    /// Where output that outgrows `output_limit` is spooled for steps that want all of it.
+    pub spool_dir: Option<PathBuf>,
+    /// The base of Dkron's retry delay.
+    pub retry_backoff: Duration,
+    /// Bounds each plugin processor call.
+    pub plugin_timeout: Option<Duration>,
+}
+
+/// Why a run was refused before it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    Closed,
+    /// `concurrency: forbid` and a run of the job is in flight.
+    Concurrent(String),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Closed => f.write_str("this Executor is closed"),
+            Self::Concurrent(job) => write!(f, "job '{job}' is already running and its concurrency is 'forbid'"),
+        }
+    }
+}
+
+/// One run in flight: how `cancel` (from any thread) and an interrupt reach it.
+pub struct RunControl {
+    job: String,
+    cancelled: AtomicBool,
+    interrupted: AtomicBool,
+    stop: Arc<Notify>,
+}
+
+impl RunControl {
+    /// Kills the attempt running now (or the next as it starts) and stops the retries.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.stop.notify_one();
+    }
+
+    /// The caller gave up (Ctrl-C, a cancelled task): cancel, and say so in the execution.
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+        self.cancel();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+pub struct Runtime {
+    pub engine: Engine,
+    pub plugins: Arc<PluginHost>,
+    plugin_names: RwLock<HashSet<(Kind, String)>>,
+    recorder: Option<Arc<dyn Recorder>>,
+    settings: Settings,
+    sinks: Sinks,
+    log_host: Arc<dyn log::Host>,
+    runs: Mutex<HashMap<String, Vec<Arc<RunControl>>>>,
+}
+
+/// Dkron's backoff before attempt `attempt + 1`: `(log2(elapsed / base) + attempt) * base`, with
+/// the logarithm floored at zero (Dkron's integer log2 makes short runs retry at once).
+pub fn retry_delay(base: Duration, attempt: u32, elapsed: Duration) -> Duration {
+    if base.is_zero() {
+        return Duration::ZERO;
+    }
+    let runs = (elapsed.as_secs_f64() / base.as_secs_f64()).max(1.0);
+    base.mul_f64(runs.log2() + f64::from(attempt))
+}
+
+impl Runtime {
+    pub fn new(
+        settings: Settings,
+        worker_threads: usize,
+        plugins: Arc<PluginHost>,
+        recorder: Option<Arc<dyn Recorder>>,
+        log_host: Arc<dyn log::Host>,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            engine: Engine::new(worker_threads)?,
+            plugins,
+            plugin_names: RwLock::default(),
+            recorder,
+            settings,
+            sinks: Sinks::default(),
+            log_host,
+            runs: Mutex::default(),
+        })
+    }
+
+    /// Whether executions are recorded here (else the embedding program stores them).
+    pub fn records(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Makes a plugin file known under its kind and name (a later one replaces it).
+    pub fn register_plugin(&self, kind: Kind, name: &str, path: PathBuf) {
+        self.plugins.register(kind, name, path);
+        self.plugin_names.write().unwrap().insert((kind, name.to_string()));
+    }
+
+    pub fn has_plugin(&self, kind: Kind, name: &str) -> bool {
+        self.plugin_names.read().unwrap().contains(&(kind, name.to_string()))
+    }
+
+    /// Registers a run of the plan (for `cancel` and `close`), enforcing `forbid` for this runtime.
+    pub fn claim(&self, plan: &JobPlan) -> Result<Arc<RunControl>, Refused> {
+        if self.engine.is_closed() {
+            return Err(Refused::Closed);
+        }
+        let mut runs = self.runs.lock().unwrap();
+        let running = runs.entry(plan.name.clone()).or_default();
+        if plan.forbid && !running.is_empty() {
+            return Err(Refused::Concurrent(plan.name.clone()));
+        }
+        let control = Arc::new(RunControl {
+            job: plan.name.clone(),
+            cancelled: AtomicBool::new(false),
+            interrupted: AtomicBool::new(false),
+            stop: Arc::new(Notify::new()),
+        });
+        running.push(control.clone());
+        Ok(control)
+    }
+
+    fn release(&self, control: &Arc<RunControl>) {
+        let mut runs = self.runs.lock().unwrap();
+        if let Some(running) = runs.get_mut(&control.job) {
+            running.retain(|c| !Arc::ptr_eq(c, control));
+            if running.is_empty() {
+                runs.remove(&control.job);
+            }
+        }
+    }
+
+    /// Kills the runs of `job` in flight and stops their retries; returns how many there were.
+    pub fn cancel(&self, job: &str) -> usize {
+        let runs: Vec<Arc<RunControl>> = self.runs.lock().unwrap().get(job).cloned().unwrap_or_default();
+        runs.iter().for_each(|c| c.cancel());
+        runs.len()
+    }
+
+    /// Runs the plan to its end on the calling thread (no thread hop). `interrupted` is asked
+    /// every `poll`; when it says yes the run is interrupted and still completes and records its
+    /// execution; the flag says so.
+    pub fn run_here(
+        self: &Arc<Self>,
+        plan: &Arc<JobPlan>,
+        control: Arc<RunControl>,
+        on_output: Option<Arc<OutputFn>>,
+        poll: Duration,
+        interrupted: impl FnMut() -> bool,
+    ) -> std::io::Result<(Execution, bool)> {
+        let give_up = control.clone();
+        let run = self.run(plan, &control, on_output.as_deref(), true);
+        let result = self.engine.block_on_here(run, poll, interrupted, move || give_up.interrupt());
+        self.release(&control);
+        result
+    }
+
+    /// Starts the run on the engine's runtime; its end pushes `token` to `queue`.
+    pub fn start(
+        self: &Arc<Self>,
+        plan: &Arc<JobPlan>,
+        control: Arc<RunControl>,
+        on_output: Option<Arc<OutputFn>>,
+        notify: Option<(Arc<CompletionQueue>, u64)>,
+    ) -> std::io::Result<Handle<Execution>> {
+        let (rt, plan, ctl) = (self.clone(), plan.clone(), control.clone());
+        let run = async move {
+            let execution = rt.run(&plan, &ctl, on_output.as_deref(), false).await;
+            rt.release(&ctl);
+            execution
+        };
+        let (rt, plan, ctl) = (self.clone(), plan_name(&control), control.clone());
+        let lost = move || {
+            rt.release(&ctl);
+            rt.unstarted(&plan, 0, 1, unix_nanos(), "the run was dropped: the Executor shut down".into())
+        };
+        self.engine.spawn(run, notify, lost).inspect_err(|_| self.release(&control))
+    }
+
+    /// The attempts of one run; `inline` runs the chain on this task's thread whatever its steps.
+    async fn run(self: &Arc<Self>, plan: &Arc<JobPlan>, control: &RunControl, on_output: Option<&OutputFn>, inline: bool) -> Execution {
+        let group = unix_nanos() as i64;
+        let chain = Arc::new(self.bind(plan));
+        let mut attempt = 1;
+        loop {
+            let began = Instant::now();
+            let (execution, spool) = self.attempt(plan, control, group, attempt, on_output).await;
+            let execution = if inline || !chain.may_block() {
+                self.finish(&chain, execution, spool)
+            } else {
+                let (rt, chain2) = (self.clone(), chain.clone());
+                let blocking = tokio::task::spawn_blocking(move || rt.finish(&chain2, execution, spool));
+                match blocking.await {
+                    Ok(e) => e,
+                    Err(join) => self.unstarted(&plan.name, group, attempt, unix_nanos(), format!("the chain failed: {join}")),
+                }
+            };
+            if execution.success || attempt > plan.retries || control.is_cancelled() || self.engine.is_closed() {
+                return execution;
+            }
+            let delay = retry_delay(self.settings.retry_backoff, attempt, began.elapsed());
+            let shutdown = self.engine.shutdown_signal();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = control.stop.notified() => return execution,
+                _ = shutdown.notified() => return execution,
+            }
+            attempt += 1;
+        }
+    }
+
+    /// One attempt by the job's executor; the spool of its complete output, if one was made.
+    async fn attempt(
+        &self,
+        plan: &JobPlan,
+        control: &RunControl,
+        group: i64,
+        attempt: u32,
+        on_output: Option<&OutputFn>,
+    ) -> (Execution, Option<(PathBuf, bool)>) {
+        let s = &self.settings;
+        let shutdown = self.engine.shutdown_signal();
+        let outcome = match &plan.executor {
+            ExecutorPlan::Shell(config) => {
+                let started_ns = unix_nanos();
+                let mut spec = match config.to_spec(&plan.name) {
+                    Ok(spec) => spec,
+                    Err(why) => return (self.unstarted(&plan.name, group, attempt, started_ns, why), None),
+                };
+                spec.output_limit = s.output_limit;
+                spec.pipe_grace = s.pipe_grace;
+                let limit = plan.spool_limit();
+                spec.spool = s.spool_dir.clone().filter(|_| limit > 0).map(|dir| SpoolSpec { dir, limit });
+                match job::spawn(&spec) {
+                    Err(err) => job::spawn_failure(&spec, &err, started_ns),
+                    Ok(started) => job::supervise(started, spec, started_ns, control.stop.clone(), shutdown).await,
+                }
+            }
+            ExecutorPlan::Plugin(p) => {
+                if !self.has_plugin(Kind::Executor, &p.name) {
+                    let why = format!("executor '{}' is not available: no dkron-executor-{} plugin is installed", p.name, p.name);
+                    return (self.unstarted(&plan.name, group, attempt, unix_nanos(), why), None);
+                }
+                let a = plugin::Attempt {
+                    host: &self.plugins,
+                    job_name: &plan.name,
+                    output_limit: s.output_limit,
+                    stop: &control.stop,
+                    shutdown: &shutdown,
+                    on_output,
+                };
+                p.run(a).await
+            }
+        };
+        let interrupted = control.interrupted.load(Ordering::SeqCst) && outcome.reason == EndReason::Cancelled;
+        let label = plan.executor.label();
+        let spool = outcome.spool.clone().map(|p| (p, outcome.spool_complete));
+        (self.execution(&plan.name, group, attempt, outcome, interrupted.then_some(label)), spool)
+    }
+
+    fn execution(&self, job: &str, group: i64, attempt: u32, o: Outcome, interrupted_by: Option<String>) -> Execution {
+        let node = &self.settings.node_name;
+        let started_ns = o.started_ns as i64;
+        let error = match interrupted_by {
+            Some(label) => Some(format!("{label}: Job '{job}' was interrupted. Job was killed")),
+            None => o.error,
+        };
+        Execution {
+            job_name: job.to_string(),
+            key: make_key(started_ns, node),
+            started_ns,
+            finished_ns: Some(o.finished_ns as i64),
+            success: error.is_none(),
+            output: o.output,
+            node_name: node.clone(),
+            group,
+            attempt,
+            exit_code: o.exit_code,
+            error,
+            output_truncated: o.truncated,
+            output_size: o.output_total,
+            processor_errors: o.spool_error.map(|e| vec![format!("spool: {e}")]).unwrap_or_default(),
+        }
+    }
+
+    /// The execution of an attempt that could not even start.
+    fn unstarted(&self, job: &str, group: i64, attempt: u32, started_ns: u128, why: String) -> Execution {
+        let mut output = why.clone().into_bytes();
+        output.push(b'\n');
+        let node = &self.settings.node_name;
+        Execution {
+            job_name: job.to_string(),
+            key: make_key(started_ns as i64, node),
+            started_ns: started_ns as i64,
+            finished_ns: Some(unix_nanos() as i64),
+            success: false,
+            output,
+            node_name: node.clone(),
+            group,
+            attempt,
+            error: Some(why),
+            ..Default::default()
+        }
+    }
+
+    /// The chain, then the store (always): a failing store is recorded on the execution.
+    fn finish(&self, chain: &Chain, execution: Execution, spool: Option<(PathBuf, bool)>) -> Execution {
+        let ctx = StepContext {
+            node_name: &self.settings.node_name,
+            full_output: spool.as_ref().map(|(path, complete)| (path.as_path(), *complete)),
+        };
+        let mut execution = chain.run(execution, &ctx);
+        if let Some((path, _)) = spool {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(recorder) = &self.recorder {
+            if let Err(why) = recorder.record(&execution) {
+                execution.processor_errors.push(format!("store: {why}"));
+            }
+        }
+        execution
+    }
+
+    /// Passes an execution through the plan's chain, without running or storing anything.
+    pub fn process(&self, plan: &JobPlan, execution: Execution) -> Execution {
+        let ctx = StepContext { node_name: &self.settings.node_name, full_output: None };
+        self.bind(plan).run(execution, &ctx)
+    }
+
+    /// The plan's steps, bound to this runtime's sinks and plugins.
+    pub fn bind(&self, plan: &JobPlan) -> Chain {
+        let steps = plan.steps.iter().map(|s| {
+            let step: Arc<dyn Step> = match &s.kind {
+                StepKind::Files(c) => Arc::new(FilesStep::new(c.clone())),
+                StepKind::Log(c) => Arc::new(LogStep::new(c.clone(), self.log_host.clone())),
+                StepKind::Syslog(c) => Arc::new(SyslogStep::new(self.sinks.get(c))),
+                StepKind::Plugin(config) if self.has_plugin(Kind::Processor, &s.name) => Arc::new(PluginStep {
+                    host: self.plugins.clone(),
+                    name: s.name.clone(),
+                    config: config.clone(),
+                    timeout: self.settings.plugin_timeout,
+                }),
+                StepKind::Plugin(_) => Arc::new(Missing),
+            };
+            ChainStep { name: s.name.clone(), forward: s.forward, step }
+        });
+        Chain { steps: steps.collect() }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.engine.in_flight()
+    }
+
+    /// Kills every job still running, waits up to `grace` for their executions to be recorded,
+    /// then stops the plugins and closes the syslog connections. Idempotent.
+    pub fn close(&self, grace: Duration) {
+        self.engine.shutdown(grace);
+        self.plugins.close(Duration::from_secs(2));
+        self.sinks.close();
+    }
+}
+
+fn plan_name(control: &RunControl) -> String {
+    control.job.clone()
+}
+
+/// A `dkron-processor-NAME` plugin as a chain step.
+struct PluginStep {
+    host: Arc<PluginHost>,
+    name: String,
+    config: HashMap<String, String>,
+    timeout: Option<Duration>,
+}
+
+impl Step for PluginStep {
+    fn process(&self, e: &Execution, ctx: &StepContext<'_>) -> Result<Processed, String> {
+        let mut config = self.config.clone();
+        config.insert("reporting_node".into(), ctx.node_name.to_string());
+        call_processor(&self.host, &self.name, e, &config, self.timeout).map(Processed::Replaced).map_err(|f| f.message)
+    }
+
+    fn may_block(&self) -> bool {
+        true
+    }
+}
+
+/// One processor call through the host, waited on here.
+fn call_processor(
+    host: &PluginHost,
+    name: &str,
+    e: &Execution,
+    config: &HashMap<String, String>,
+    timeout: Option<Duration>,
+) -> Result<Execution, PluginFailure> {
+    use serde_json::{Map, Value};
+    let mut header = Map::new();
+    header.insert("type".into(), Value::from("process"));
+    header.insert("execution".into(), Value::Object(e.protocol_fields()));
+    header.insert("config".into(), Value::Object(config.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect()));
+    let slot = Arc::new(CallSlot::default());
+    host.call(Kind::Processor, name, header, e.output.clone(), timeout, slot.clone())?;
+    let frame = slot.wait(None).expect("waited without a limit")?;
+    let mut next = e.clone();
+    let fields = frame.header.get("execution").and_then(Value::as_object).cloned().unwrap_or_default();
+    next.merge_protocol_fields(&fields, frame.body).map_err(|why| PluginFailure {
+        kind: crate::plugin::FailureKind::Protocol,
+        message: format!("plugin processor '{name}': {why}"),
+    })?;
+    Ok(next)
+}
