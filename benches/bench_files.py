@@ -1,7 +1,8 @@
 """Files processor: one 1 KiB log file per execution.
 
-dkron_exec: ``FilesProcessor.process`` with ``forward`` false (the output becomes the path), as the
-chain calls it. Python: ``open(path, "wb").write(data)``, the plain way (not atomic). C:
+dkron_exec: the ``files`` step with ``forward`` false (the output becomes the path), run by the Rust
+chain as a run drives it (``Runtime.process`` with ``repeat``: one crossing for the whole loop).
+Python: ``open(path, "wb").write(data)``, the plain way (not atomic). C:
 ``c/files_loop.c``, the processor's system calls per file (open O_EXCL, fchmod, write, close, rename).
 Every sample of every subject writes into the same directory, emptied first (on tmpfs by default:
 see ``_scratch``): on a disk the cost of creating a file depends on where the folder is.
@@ -26,24 +27,20 @@ DATA = b"x" * (SIZE - 1) + b"\n"
 
 @group(GROUP)
 def figures(env: Env) -> list[Figure]:
-    from dkron_exec import Execution
-    from dkron_exec.processors import ProcessContext
-    from dkron_exec.processors.files import FilesProcessor
+    from dkron_exec import Execution, Executor, Job
 
     n = env.pick(test=2, quick=1000, full=5000)
     folder = _scratch.folder("files")
-    proc = FilesProcessor()
-    config = {"log_dir": str(folder), "reporting_node": "node"}
-    ctx = ProcessContext(node_name="node")
+    executor = Executor(":memory:", node_name="node")
+    files = {"log_dir": str(folder)}
+    job = Job.from_dict({"name": "bench", "command": "true", "processors": {"files": files}})
     now = datetime.now(timezone.utc)
-    template = Execution(job_name="bench", started_at=now, finished_at=now, success=True, output=DATA)
-    # Built before timing: the chain hands the processor a finished execution.
-    executions = [template.replace(key=f"{i}-node") for i in range(n)]
+    execution = Execution(job_name="bench", started_at=now, finished_at=now, success=True, output=DATA)
 
     def dkron(count: int) -> float:
+        # The step as a run drives it: inside the Rust chain, one crossing for `count` executions.
         t0 = time.perf_counter()
-        for execution in executions[:count]:
-            proc.process(execution, config, ctx)
+        executor._runtime.process(job.plan, execution, repeat=count)
         return time.perf_counter() - t0
 
     def plain(count: int) -> float:
@@ -64,7 +61,9 @@ def figures(env: Env) -> list[Figure]:
             unit="files/s",
             subjects=[
                 Subject(
-                    "dkron_exec", rate(n, 1, _scratch.emptied_first(folder, dkron)), "FilesProcessor.process"
+                    "dkron_exec",
+                    rate(n, 1, _scratch.emptied_first(folder, dkron)),
+                    "the files step in the Rust chain",
                 ),
                 Subject(
                     "python", rate(n, 1, _scratch.emptied_first(folder, plain)), "open().write, not atomic"

@@ -1,10 +1,12 @@
 """Syslog processor: messages per second to a unix datagram socket.
 
-dkron_exec: ``SyslogProcessor.process`` (its Rust sink writes RFC 3164, as Go's log/syslog does), one
+dkron_exec: the ``syslog`` step run by the Rust chain as a run drives it (``Runtime.process`` with
+``repeat``: one crossing for the loop; its sink writes RFC 3164, as Go's log/syslog does), one
 message per execution, and with ``per_line`` one message per output line (the sink's batch path).
 Python: ``logging.handlers.SysLogHandler`` through a logger. C: ``c/sendto_loop.c``, one ``send`` per
 message on a connected socket, with the bytes the sink writes. All three write to the same socket,
-drained by a C receiver (``_drain``); the "sink alone" row calls the Rust sink without the processor.
+drained by a C receiver (``_drain``); the "sink alone" row calls the Rust sink from Python, one call per
+message.
 """
 
 from __future__ import annotations
@@ -39,18 +41,19 @@ def seconds(loop: Callable[[int], object]) -> Callable[[int], float]:
 
 @group(GROUP)
 def figures(env: Env) -> list[Figure]:
-    from dkron_exec import Execution
+    from dkron_exec import Execution, Executor, Job
     from dkron_exec._core import SyslogSink
-    from dkron_exec.processors import ProcessContext
-    from dkron_exec.processors.syslog import SyslogProcessor
 
     n = env.pick(test=2, quick=20_000, full=100_000)
     lines = 2 if env.is_test else LINES
     sock = str(_drain.socket_path(env.results))
-    proc = SyslogProcessor()
-    config = {"transport": "unixgram", "address": sock, "reporting_node": "node"}
-    per_line = {**config, "per_line": "true"}
-    ctx = ProcessContext(node_name="node")
+    executor = Executor(":memory:", node_name="node")
+    config = {"transport": "unixgram", "address": sock}
+
+    def job(syslog: dict[str, str]) -> Job:
+        return Job.from_dict({"name": "bench", "command": "true", "processors": {"syslog": syslog}})
+
+    one_job, lines_job = job(config), job({**config, "per_line": "true"})
     now = datetime.now(timezone.utc)
     one = Execution(
         job_name="bench", started_at=now, finished_at=now, success=True, output=OUTPUT, exit_code=0
@@ -64,13 +67,12 @@ def figures(env: Env) -> list[Figure]:
     def c_loop(count: int) -> float:
         return _baselines.run("sendto_loop", sock, count, MESSAGE, results=env.results)["seconds"]
 
+    # The step as a run drives it: inside the Rust chain, one crossing for `count` executions.
     def dkron_one(count: int) -> None:
-        for _ in range(count):
-            proc.process(one, config, ctx)
+        executor._runtime.process(one_job.plan, one, repeat=count)
 
     def dkron_lines(count: int) -> None:
-        for _ in range(count // lines):
-            proc.process(many, per_line, ctx)
+        executor._runtime.process(lines_job.plan, many, repeat=count // lines)
 
     def sink_alone(count: int) -> None:
         for _ in range(count):
@@ -89,7 +91,7 @@ def figures(env: Env) -> list[Figure]:
             title="syslog processor, one message per execution",
             unit="messages/s",
             subjects=[
-                Subject("dkron_exec", rate(n, 1, seconds(dkron_one)), "SyslogProcessor.process"),
+                Subject("dkron_exec", rate(n, 1, seconds(dkron_one)), "the syslog step in the Rust chain"),
                 python,
                 c,
             ],

@@ -1,22 +1,25 @@
-"""The Rust core (``rust/``): the job engine, the files/log/syslog sinks, and the plugin host."""
+"""The Rust core (``rust/``): the run pipeline (plans, runtime), the sinks, and the plugin host."""
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import final
 
+from .execution import Execution
+
 __all__ = [
+    "BUILTIN_EXECUTORS",
+    "BUILTIN_PROCESSORS",
     "PLUGIN_MAX_FRAME",
-    "CancelToken",
     "CompletionQueue",
-    "Engine",
-    "Outcome",
+    "JobPlan",
     "PluginHost",
-    "PluginRun",
     "RunHandle",
-    "Spec",
+    "Runtime",
     "SyslogSink",
     "__version__",
     "log_block",
+    "parse_go_duration",
     "prune_log_files",
     "syslog_check_config",
     "write_log_block",
@@ -25,64 +28,111 @@ __all__ = [
 
 __version__: str
 
-@final
-class Spec:
-    """What to run and under which limits; built once, then started or run by an Engine.
+BUILTIN_EXECUTORS: list[str]
+"""Executors dkron_exec runs itself (any other name is a ``dkron-executor-NAME`` plugin)."""
+BUILTIN_PROCESSORS: list[str]
+"""Processors dkron_exec runs itself (any other name is a ``dkron-processor-NAME`` plugin)."""
 
-    With ``spool_dir``, output that outgrows ``output_limit`` is written whole (up to
-    ``spool_limit`` bytes) to a file there, named in ``Outcome.spool_path``.
-    """
+def parse_go_duration(text: str) -> int:
+    """Go's ``time.ParseDuration``, in nanoseconds; ValueError for anything else."""
+
+@final
+class JobPlan:
+    """A job's executor and processors, every config parsed once (building it validates them)."""
 
     def __new__(
         cls,
-        argv: list[str],
+        name: str,
+        executor: str,
+        executor_config: dict[str, str],
+        processors: list[tuple[str, dict[str, str]]],
         *,
-        env: list[tuple[str, str]] = ...,
-        cwd: str | None = None,
-        stdin: bytes | None = None,
-        timeout: float | None = None,
-        mem_limit: int | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
+        retries: int = 0,
+        forbid: bool = False,
+    ) -> JobPlan:
+        """Raises dkron_exec.errors.JobError naming the field (``processors.files.keep``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def spool_limit(self) -> int:
+        """Bytes of complete output the processors want spooled (0: the tail is enough)."""
+
+    @property
+    def needs_plugins(self) -> bool:
+        """Whether the executor or a processor is a plugin."""
+
+    @property
+    def processors(self) -> list[str]: ...
+
+@final
+class Runtime:
+    """One Executor's engine, plugins, syslog connections and store writer."""
+
+    def __new__(
+        cls,
+        *,
+        node_name: str,
         output_limit: int = 256000,
         pipe_grace: float = 1.0,
-        label: str | None = None,
         spool_dir: str | None = None,
-        spool_limit: int = 0,
-    ) -> Spec: ...
-    @property
-    def argv(self) -> list[str]: ...
+        retry_backoff: float = 0.5,
+        worker_threads: int = 1,
+        plugin_timeout: float | None = ...,  # 30.0
+        plugin_start_timeout: float = 10.0,
+    ) -> Runtime: ...
+    def register_plugin(self, kind: str, name: str, path: str) -> None: ...
+    def run(
+        self, plan: JobPlan, on_output: Callable[[bytes, bool], object] | None = None
+    ) -> tuple[Execution, BaseException | None]:
+        """Runs the plan to its end on this thread, GIL released: attempts, processors, store.
+        Returns the final execution and the exception a signal handler raised meanwhile
+        (Ctrl-C: the job was killed and its execution recorded), for the caller to raise.
+        Raises ConcurrencyError or ExecutorClosedError when the run is refused."""
 
-@final
-class Engine:
-    """A small runtime that supervises the running jobs of an Executor."""
+    def start(
+        self,
+        plan: JobPlan,
+        queue: CompletionQueue,
+        token: int,
+        on_output: Callable[[bytes, bool], object] | None = None,
+    ) -> RunHandle:
+        """Starts the run on the engine's thread; ``token`` goes to ``queue`` when it ends."""
 
-    def __new__(cls, worker_threads: int = 1) -> Engine: ...
-    def start(self, spec: Spec, queue: CompletionQueue | None = None, token: int = 0) -> RunHandle:
-        """Starts a job in a process group of its own, supervised (and spawned) by the engine's
-        threads; spawn failures come back as an Outcome. With ``queue``, ``token`` is pushed
-        to it when the job ends."""
+    def process(self, plan: JobPlan, execution: Execution, repeat: int = 1) -> Execution:
+        """The execution through the plan's processors; nothing is run or stored. With
+        ``repeat``, the chain runs that many times on copies whose keys end ``-<i>``."""
 
-    def run(self, spec: Spec, cancel: CancelToken | None = None) -> tuple[Outcome, BaseException | None]:
-        """Runs a job to its end on the calling thread (GIL released). If a signal handler raises
-        meanwhile (Ctrl-C), the job's tree is killed and the exception is returned beside the
-        outcome, for the caller to raise. ``cancel`` lets another thread kill the job."""
-
+    def cancel(self, job_name: str) -> int: ...
     def in_flight(self) -> int: ...
-    def shutdown(self, grace: float = 2.0) -> None:
-        """Kills every running job and stops the engine. Idempotent."""
+    @property
+    def records(self) -> bool:
+        """Whether the runtime writes executions to its store itself."""
+
+    def drain_logs(self, timeout: float = 0.0) -> list[tuple[str, str, str]] | None:
+        """Plugin output lines (plugin, stream, line); None once closed."""
+
+    def plugin_pid(self, kind: str, name: str) -> int | None: ...
+    def close(self, grace: float = 10.0) -> None:
+        """Kills what runs, waits up to ``grace`` s for executions to be recorded, stops plugins."""
 
 @final
-class CancelToken:
-    """Cancels a job run by ``Engine.run`` from another thread."""
+class RunHandle:
+    """A run started with ``Runtime.start``."""
 
-    def __new__(cls) -> CancelToken: ...
-    def cancel(self) -> None:
-        """Kills the job now, or as soon as it starts. Idempotent."""
+    def take(self) -> Execution | None:
+        """The final execution once the run ended (once; later calls return None)."""
+
+    def done(self) -> bool: ...
+    def interrupt(self) -> None:
+        """Kills the job; the run records its execution as interrupted by itself. Never blocks."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Blocks with the GIL released until the run ends; False if ``timeout`` passed first."""
 
 @final
 class CompletionQueue:
-    """Tokens of finished jobs behind one file descriptor, for an event loop waiting on many."""
+    """Tokens of finished runs behind one file descriptor, for an event loop waiting on many."""
 
     def __new__(cls) -> CompletionQueue: ...
     def fileno(self) -> int:
@@ -90,56 +140,6 @@ class CompletionQueue:
 
     def drain(self) -> list[int]:
         """Takes every waiting token."""
-
-@final
-class RunHandle:
-    def wait(self, timeout: float | None = None) -> Outcome | None:
-        """Blocks with the GIL released; None if ``timeout`` passed first. Ctrl-C raises here."""
-
-    def result(self) -> Outcome | None:
-        """The outcome once the job ended, else None; never blocks."""
-
-    def done(self) -> bool: ...
-    def cancel(self) -> None:
-        """Kills the job's whole process tree (before or after its spawn)."""
-
-    @property
-    def pid(self) -> int | None:
-        """None until the engine's thread has spawned the job."""
-
-    def fileno(self) -> int:
-        """A descriptor that is readable once the job is done (made on first call)."""
-
-@final
-class Outcome:
-    @property
-    def pid(self) -> int | None: ...
-    @property
-    def exit_code(self) -> int | None: ...
-    @property
-    def output(self) -> bytes: ...
-    @property
-    def output_total(self) -> int: ...
-    @property
-    def truncated(self) -> bool: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def reason(self) -> str:
-        """One of "exited", "timeout", "mem_limit", "cancelled", "spawn_failed"."""
-
-    @property
-    def started_ns(self) -> int: ...
-    @property
-    def finished_ns(self) -> int: ...
-    @property
-    def spool_path(self) -> str | None: ...
-    @property
-    def spool_complete(self) -> bool: ...
-    @property
-    def spool_error(self) -> str | None: ...
-    @property
-    def success(self) -> bool: ...
 
 # -- sinks: the files and log processors' writers --------------------------------------------
 
@@ -222,33 +222,8 @@ class PluginHost:
     ) -> tuple[bytes, bytes]:
         """One processor call; returns the answer's JSON header and its body. Raises PluginError."""
 
-    def execute(
-        self,
-        name: str,
-        job_name: str,
-        config: bytes,
-        payload: bytes = ...,
-        *,
-        timeout: float | None = None,
-        output_limit: int = 256000,
-        stream: bool = False,
-    ) -> PluginRun: ...
     def pid(self, kind: str, name: str) -> int | None: ...
-    def stop(self, kind: str, name: str, grace: float = 2.0) -> None: ...
     def drain_logs(self, timeout: float = 0.0) -> list[tuple[str, str, str]] | None:
         """Plugin output lines (plugin, stream, line); None once the host is closed."""
 
     def close(self, grace: float = 2.0) -> None: ...
-
-@final
-class PluginRun:
-    """An executor-plugin run, with the interface of RunHandle."""
-
-    def wait(self, timeout: float | None = None) -> Outcome | None: ...
-    def result(self) -> Outcome | None: ...
-    def done(self) -> bool: ...
-    def cancel(self) -> None: ...
-    def next_chunks(self, timeout: float = 0.05) -> list[tuple[bool, bytes]] | None: ...
-    @property
-    def pid(self) -> int | None: ...
-    def fileno(self) -> int: ...

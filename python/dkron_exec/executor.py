@@ -247,7 +247,8 @@ class Executor:
                 continue
             self._runtime.register_plugin(info.kind, info.name, str(info.path))
         if found.all():
-            threading.Thread(target=self._forward_plugin_logs, name="dkron-exec-plugin-logs", daemon=True).start()
+            name = "dkron-exec-plugin-logs"
+            threading.Thread(target=self._forward_plugin_logs, name=name, daemon=True).start()
         return Plugins(found, self._runtime)
 
     def _forward_plugin_logs(self) -> None:

@@ -335,7 +335,9 @@ class Job:
     # The top-level fields the short form moved into executor_config, to blame in errors.
     _paths: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
     # (fingerprint of the fields the plan reads, the plan): rebuilt when those fields change.
-    _plan_cache: tuple[bytes, _core.JobPlan] | None = field(default=None, init=False, repr=False, compare=False)
+    _plan_cache: tuple[bytes, _core.JobPlan] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     # ------------------------------------------------------------------------------------------ reading
 

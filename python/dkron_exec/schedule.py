@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
-from .durations import parse_go_duration_ns
+from . import _core
 
 __all__ = ["Schedule", "ScheduleError", "load_timezone", "local_timezone", "parse_rfc3339"]
 
@@ -402,7 +402,7 @@ class Schedule:
             self._at = parse_rfc3339(argument)
         elif word == "@every":
             self.kind = "every"
-            delay_ns = parse_go_duration_ns(argument)
+            delay_ns = _core.parse_go_duration(argument)
             # robfig: at least one second, and whole seconds only.
             self._delay = max(delay_ns, 1_000_000_000) // 1_000_000_000
         elif word in _DESCRIPTORS and not argument:

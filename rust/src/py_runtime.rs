@@ -196,11 +196,13 @@ impl Runtime {
         Ok(RunHandle { handle, control })
     }
 
-    /// Passes `execution` through the plan's processors (nothing is run or stored).
-    fn process<'py>(&self, py: Python<'py>, plan: &JobPlan, execution: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    /// Passes `execution` through the plan's processors (nothing is run or stored). With
+    /// `repeat`, the chain runs that many times on copies whose keys end `-<i>` (benchmarks).
+    #[pyo3(signature = (plan, execution, repeat = 1))]
+    fn process<'py>(&self, py: Python<'py>, plan: &JobPlan, execution: &Bound<'py, PyAny>, repeat: usize) -> PyResult<Bound<'py, PyAny>> {
         let record = from_py(execution)?;
         let rt = self.inner.clone();
-        let done = py.detach(|| guard(|| Ok(rt.process(&plan.inner, record))))?;
+        let done = py.detach(|| guard(|| Ok(rt.process_repeated(&plan.inner, record, repeat.max(1)))))?;
         to_py(py, &done)
     }
 

@@ -371,8 +371,20 @@ impl Runtime {
 
     /// Passes an execution through the plan's chain, without running or storing anything.
     pub fn process(&self, plan: &JobPlan, execution: Execution) -> Execution {
+        self.process_repeated(plan, execution, 1)
+    }
+
+    /// `process` `repeat` times, the i-th copy's key ending `-<i>` (from the second on): what a
+    /// benchmark needs to time the steps themselves. Returns the last result.
+    pub fn process_repeated(&self, plan: &JobPlan, execution: Execution, repeat: usize) -> Execution {
         let ctx = StepContext { node_name: &self.settings.node_name, full_output: None };
-        self.bind(plan).run(execution, &ctx)
+        let chain = self.bind(plan);
+        let mut last = chain.run(execution.clone(), &ctx);
+        for i in 1..repeat {
+            let copy = Execution { key: format!("{}-{i}", execution.key), ..execution.clone() };
+            last = chain.run(copy, &ctx);
+        }
+        last
     }
 
     /// The plan's steps, bound to this runtime's sinks and plugins.
