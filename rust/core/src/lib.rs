@@ -9,6 +9,7 @@ pub mod chain;
 pub mod config;
 pub mod engine;
 pub mod execution;
+pub mod executors;
 pub mod godur;
 pub mod goval;
 pub mod job;
