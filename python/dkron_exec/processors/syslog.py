@@ -16,7 +16,7 @@ Config keys (all optional; values are strings, as in Dkron, or JSON booleans/num
 ``per_line``          one message per output line instead of one per execution (default false)
 ``max_message``       bytes per message, header included (default 8192, rsyslog's limit)
 ``oversize``          ``split`` (default: ``(part i/n)`` messages) or ``truncate`` (with a marker)
-``timeout``           connect/write timeout, default ``2s``
+``timeout``           connect/write timeout, a Go duration (``500ms``, at most ``5m``), default ``2s``
 ``forward``           keep the output for the next processor; when false (default) it becomes
                       ``Output in syslog``, as in Dkron
 

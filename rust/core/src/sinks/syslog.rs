@@ -23,8 +23,8 @@ use std::io;
 use std::sync::Mutex;
 
 pub use config::{
-    ConfigError, Destination, Format, Framing, Oversize, SyslogConfig, DEFAULT_MAX_MESSAGE, DEFAULT_TAG, LOCAL_PATHS,
-    MIN_MAX_MESSAGE,
+    Destination, Format, Framing, Oversize, SyslogConfig, DEFAULT_MAX_MESSAGE, DEFAULT_TAG, FIELD_PREFIX, LOCAL_PATHS,
+    MAX_TIMEOUT, MIN_MAX_MESSAGE,
 };
 pub use format::{sd_escape, SD_ID};
 
