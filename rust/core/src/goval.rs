@@ -77,7 +77,7 @@ pub fn parse_duration(text: &str) -> Result<i64, Invalid> {
             // Go drops the fractional nanoseconds; digits past the 18th cannot change the result.
             let kept = &frac[..frac.len().min(18)];
             let digits: u128 = kept.parse().expect("ASCII digits");
-            value += digits * scale / 10u128.pow(kept.len() as u32);
+            value = value.checked_add(digits * scale / 10u128.pow(kept.len() as u32)).ok_or_else(out_of_range)?;
         }
         total = total.checked_add(value).filter(|t| *t <= limit).ok_or_else(out_of_range)?;
     }
