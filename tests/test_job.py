@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from dkron_exec.durations import parse_byte_size, parse_go_duration, parse_go_duration_ns
+from dkron_exec._core import parse_go_duration
 from dkron_exec.errors import JobError
-from dkron_exec.job import Job, ShellConfig, parse_bool
+from dkron_exec.job import Job, ShellConfig
 
 UTC = timezone.utc
 
@@ -77,6 +77,10 @@ def job_doc(**changes: Any) -> dict[str, Any]:
 
 def shell_doc(**config: Any) -> dict[str, Any]:
     return job_doc(executor_config={"command": "/bin/true", **config})
+
+
+def with_processors(processors: dict[str, Any]) -> dict[str, Any]:
+    return job_doc(executor_config={"command": "/bin/true"}, processors=processors)
 
 
 # ---------------------------------------------------------------------------------------------- round trips
@@ -431,21 +435,28 @@ def test_shell_env_forms(env: Any, expected: list[tuple[str, str]]) -> None:
     assert Job.from_dict(shell_doc(env=env)).shell_config().env == expected
 
 
-@pytest.mark.parametrize(("text", "value"), [(t, True) for t in ("1", "t", "T", "TRUE", "true", "True")])
-def test_parse_bool_true(text: str, value: bool) -> None:
-    assert parse_bool(text) is value
-    assert Job.from_dict(shell_doc(shell=text)).shell_config().shell is value
+@pytest.mark.parametrize("text", ["1", "t", "T", "TRUE", "true", "True"])
+def test_go_booleans_true(text: str) -> None:
+    assert Job.from_dict(shell_doc(shell=text)).shell_config().shell is True
 
 
 @pytest.mark.parametrize("text", ["0", "f", "F", "FALSE", "false", "False"])
-def test_parse_bool_false(text: str) -> None:
-    assert parse_bool(text) is False
+def test_go_booleans_false(text: str) -> None:
+    assert Job.from_dict(shell_doc(shell=text)).shell_config().shell is False
 
 
 @pytest.mark.parametrize("text", ["yes", "tRUE", "2", " true", "on"])
-def test_parse_bool_rejects(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_bool(text)
+def test_go_booleans_refused_everywhere(text: str) -> None:
+    # One parser for every boolean key: the shell executor's and each processor's.
+    for doc, field in [
+        (shell_doc(shell=text), "executor_config.shell"),
+        (with_processors({"files": {"fsync": text}}), "processors.files.fsync"),
+        (with_processors({"log": {"forward": text}}), "processors.log.forward"),
+        (with_processors({"syslog": {"per_line": text}}), "processors.syslog.per_line"),
+    ]:
+        with pytest.raises(JobError) as err:
+            Job.from_dict(doc)
+        assert (err.value.field, err.value.value) == (field, text)
 
 
 def test_shell_config_all_keys() -> None:
@@ -527,14 +538,14 @@ def test_next_run_uses_name_hash_and_timezone() -> None:
     ],
 )
 def test_go_durations(text: str, seconds: float) -> None:
-    assert parse_go_duration(text) == pytest.approx(seconds, abs=1e-12)
+    assert parse_go_duration(text) / 1e9 == pytest.approx(seconds, abs=1e-12)
 
 
 def test_go_duration_nanoseconds_exact() -> None:
-    assert parse_go_duration_ns("1.000000001s") == 1_000_000_001
-    assert parse_go_duration_ns("0.1ns") == 0  # Go drops fractional nanoseconds
-    assert parse_go_duration_ns("2562047h47m16.854775807s") == (1 << 63) - 1
-    assert parse_go_duration_ns("-2562047h47m16.854775808s") == -(1 << 63)
+    assert parse_go_duration("1.000000001s") == 1_000_000_001
+    assert parse_go_duration("0.1ns") == 0  # Go drops fractional nanoseconds
+    assert parse_go_duration("2562047h47m16.854775807s") == (1 << 63) - 1
+    assert parse_go_duration("-2562047h47m16.854775808s") == -(1 << 63)
 
 
 @pytest.mark.parametrize(
@@ -544,6 +555,10 @@ def test_go_duration_nanoseconds_exact() -> None:
 def test_bad_go_durations(text: str) -> None:
     with pytest.raises(ValueError, match="invalid Go duration"):
         parse_go_duration(text)
+    if text:  # "" means unset
+        with pytest.raises(JobError) as err:
+            Job.from_dict(shell_doc(timeout=text))
+        assert err.value.field == "executor_config.timeout"
 
 
 @pytest.mark.parametrize(
@@ -569,13 +584,20 @@ def test_bad_go_durations(text: str) -> None:
     ],
 )
 def test_byte_sizes(text: str, size: int) -> None:
-    assert parse_byte_size(text) == size
+    assert Job.from_dict(shell_doc(mem_limit=text)).shell_config().mem_limit == size
 
 
 @pytest.mark.parametrize(
     "text",
-    ["", "0", "-5", "0K", "0.0001K", "K", "1 MB", "1PB", "1.2.3M", "abc", "1e3", "-1K", "1_000", "9" * 30],
+    ["0", "-5", "0K", "0.0001K", "K", "1 MB", "1PB", "1.2.3M", "abc", "1e3", "-1K", "1_000", "9" * 30]
+    + ["9" * 400],
 )
 def test_bad_byte_sizes(text: str) -> None:
-    with pytest.raises(ValueError, match="invalid memory size"):
-        parse_byte_size(text)
+    # mem_limit and the files processor's max_size share one parser.
+    for doc, field in [
+        (shell_doc(mem_limit=text), "executor_config.mem_limit"),
+        (with_processors({"files": {"max_size": text}}), "processors.files.max_size"),
+    ]:
+        with pytest.raises(JobError) as err:
+            Job.from_dict(doc)
+        assert (err.value.field, err.value.value) == (field, text)

@@ -238,6 +238,8 @@ def test_sink_send_releases_the_gil_and_reports_errors(tmp_path: Path) -> None:
         ({"tag": "has space"}, "tag", "has space"),
         ({"max_message": "10"}, "max_message", "10"),
         ({"per_line": "maybe"}, "per_line", "maybe"),
+        ({"timeout": "5"}, "timeout", "5"),  # a Go duration needs a unit
+        ({"timeout": "10m"}, "timeout", "10m"),
         ({"facilty": "cron"}, "facilty", "cron"),
         ({"forward": "yes"}, "forward", "yes"),
     ],

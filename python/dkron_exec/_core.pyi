@@ -11,6 +11,7 @@ __all__ = [
     "BUILTIN_EXECUTORS",
     "BUILTIN_PROCESSORS",
     "PLUGIN_MAX_FRAME",
+    "SHELL_KEYS",
     "CompletionQueue",
     "JobPlan",
     "PluginHost",
@@ -20,6 +21,7 @@ __all__ = [
     "__version__",
     "log_block",
     "parse_go_duration",
+    "parse_shell_config",
     "prune_log_files",
     "syslog_check_config",
     "write_log_block",
@@ -32,6 +34,24 @@ BUILTIN_EXECUTORS: list[str]
 """Executors dkron_exec runs itself (any other name is a ``dkron-executor-NAME`` plugin)."""
 BUILTIN_PROCESSORS: list[str]
 """Processors dkron_exec runs itself (any other name is a ``dkron-processor-NAME`` plugin)."""
+
+SHELL_KEYS: list[str]
+"""The shell executor's ``executor_config`` keys (also the short form's top-level keys)."""
+
+def parse_shell_config(
+    config: dict[str, str],
+) -> tuple[
+    str,
+    bool,
+    list[tuple[str, str]],
+    str | None,
+    float | None,
+    int | None,
+    tuple[str, str | None] | None,
+    bytes | None,
+]:
+    """The shell executor's config, parsed: (command, shell, env, cwd, timeout in seconds,
+    mem_limit, su, payload). Raises JobError naming ``executor_config.<key>``."""
 
 def parse_go_duration(text: str) -> int:
     """Go's ``time.ParseDuration``, in nanoseconds; ValueError for anything else."""

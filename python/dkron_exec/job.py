@@ -33,8 +33,6 @@ For example ``{"name": "a", "command": "/bin/true", "shell": true}`` becomes
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import math
 import re
@@ -47,11 +45,10 @@ from typing import Any
 import orjson
 
 from . import _core
-from .durations import parse_byte_size, parse_go_duration_ns
 from .errors import JobError
 from .schedule import Schedule, ScheduleError, load_timezone, parse_rfc3339
 
-__all__ = ["Job", "ShellConfig", "parse_bool"]
+__all__ = ["Job", "ShellConfig"]
 
 # Dkron's JSON field order (dkron/job.go); read-only fields are written back only when they were given.
 _FIELD_ORDER = (
@@ -64,27 +61,15 @@ _READ_ONLY = ("id", "status", "next", "success_count", "error_count", "last_succ
 _STRING_FIELDS = (
     "displayname", "schedule", "timezone", "owner", "owner_email", "parent_job", "executor", "concurrency",
 )  # fmt: skip
-_SHELL_KEYS = ("command", "shell", "env", "cwd", "timeout", "mem_limit", "su", "payload")
+_SHELL_KEYS = tuple(_core.SHELL_KEYS)  # the short form's top-level keys
 _CONCURRENCY = ("", "allow", "forbid")
-_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
-_SU = re.compile(r"([^:\s]+)(?::([^:\s]+))?")
 _SHORT_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")  # Go layout 2006-01-02T15:04, read as UTC
 _SLUG_EXTRA = frozenset("0123456789_-")
 
 
-def parse_bool(text: str) -> bool:
-    """Go's ``strconv.ParseBool``; ``ValueError`` for anything else."""
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"invalid boolean {text!r} (use true or false)")
-
-
 @dataclass(frozen=True)
 class ShellConfig:
-    """The ``shell`` executor's ``executor_config``, parsed and checked."""
+    """The ``shell`` executor's ``executor_config``, as the Rust runtime parses and runs it."""
 
     command: str
     shell: bool = False
@@ -102,98 +87,10 @@ class ShellConfig:
     """Written to the command's stdin; ``None`` when unset or empty."""
 
     @classmethod
-    def from_config(cls, config: Mapping[str, str], *, paths: Mapping[str, str] | None = None) -> ShellConfig:
-        """Parse an ``executor_config``. ``paths`` maps a key to the field name to blame in a JobError."""
-
-        def path(key: str) -> str:
-            return (paths or {}).get(key, f"executor_config.{key}")
-
-        def get(key: str) -> str:
-            value = config.get(key, "")
-            if not isinstance(value, str):
-                raise JobError(path(key), value, "must be a string")
-            return value
-
-        command = get("command")
-        if not command.strip():
-            raise JobError(path("command"), command, "the shell executor needs a non-empty command")
-        shell = False
-        if get("shell"):
-            try:
-                shell = parse_bool(get("shell"))
-            except ValueError as exc:
-                raise JobError(path("shell"), get("shell"), str(exc)) from None
-        timeout: float | None = None
-        if get("timeout"):
-            try:
-                timeout_ns = parse_go_duration_ns(get("timeout"))
-            except ValueError as exc:
-                raise JobError(path("timeout"), get("timeout"), str(exc)) from None
-            if timeout_ns < 0:
-                raise JobError(path("timeout"), get("timeout"), "must not be negative")
-            timeout = timeout_ns / 1e9 if timeout_ns else None
-        mem_limit: int | None = None
-        if get("mem_limit"):
-            try:
-                mem_limit = parse_byte_size(get("mem_limit"))
-            except ValueError as exc:
-                raise JobError(path("mem_limit"), get("mem_limit"), str(exc)) from None
-        su: tuple[str, str | None] | None = None
-        if get("su"):
-            m = _SU.fullmatch(get("su"))
-            if m is None:
-                raise JobError(path("su"), get("su"), "expected user or user:group")
-            su = (m.group(1), m.group(2))
-        payload: bytes | None = None
-        if get("payload"):
-            try:
-                # As Go's StdEncoding: padding required, line breaks ignored, other non-alphabet bytes fail.
-                text = get("payload").replace("\r", "").replace("\n", "")
-                payload = base64.b64decode(text, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise JobError(path("payload"), get("payload"), f"not valid base64: {exc}") from None
-        return cls(
-            command=command,
-            shell=shell,
-            env=_parse_env(get("env"), path("env")),
-            cwd=get("cwd") or None,
-            timeout=timeout,
-            mem_limit=mem_limit,
-            su=su,
-            payload=payload or None,
-        )
-
-
-def _parse_env(text: str, path: str) -> list[tuple[str, str]]:
-    """Dkron's ``K=V,K2=V2``, or a JSON list ``["K=V", ...]``, or a JSON object ``{"K": "V"}``."""
-    stripped = text.strip()
-    if stripped.startswith(("[", "{")):
-        try:
-            parsed = orjson.loads(stripped)
-        except orjson.JSONDecodeError as exc:
-            raise JobError(path, text, f"looks like JSON but does not parse: {exc}") from None
-        if isinstance(parsed, list):
-            entries = []
-            for item in parsed:
-                if not isinstance(item, str):
-                    raise JobError(path, text, f'list entries must be "K=V" strings, got {item!r}')
-                entries.append(item)
-        else:
-            entries = []
-            for key, value in parsed.items():
-                if "=" in key:
-                    raise JobError(path, text, f"variable name {key!r} contains '='")
-                entries.append(f"{key}={_config_string(f'{path}.{key}', value)}")
-    else:
-        # Dkron splits on commas, so values cannot contain commas in this form; empty entries are skipped.
-        entries = [entry for entry in text.split(",") if entry]
-    env = []
-    for entry in entries:
-        key, sep, value = entry.partition("=")
-        if not sep or not key:
-            raise JobError(path, text, f"entry {entry!r} is not KEY=VALUE")
-        env.append((key, value))
-    return env
+    def from_config(cls, config: Mapping[str, str]) -> ShellConfig:
+        """Parse an ``executor_config``; JobError naming ``executor_config.<key>``."""
+        command, shell, env, cwd, timeout, mem_limit, su, payload = _core.parse_shell_config(dict(config))
+        return cls(command, shell, env, cwd, timeout, mem_limit, su, payload)
 
 
 # ---------------------------------------------------------------------------------------------- values

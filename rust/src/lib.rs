@@ -35,6 +35,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("BUILTIN_EXECUTORS", dkron_exec_core::executors::BUILTIN.to_vec())?;
     m.add("BUILTIN_PROCESSORS", dkron_exec_core::plan::BUILTIN_PROCESSORS.to_vec())?;
+    m.add("SHELL_KEYS", dkron_exec_core::executors::shell::ShellConfig::KEYS.to_vec())?;
     m.add_function(wrap_pyfunction!(parse_go_duration, m)?)?;
     py_runtime::register(m)?;
     py_sinks::register(m)?;

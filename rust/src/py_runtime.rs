@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dkron_exec_core::chain::log::Host as LogHost;
+use dkron_exec_core::config::Config;
+use dkron_exec_core::executors::shell::ShellConfig;
 use dkron_exec_core::engine::{CompletionQueue as CoreQueue, Handle};
 use dkron_exec_core::execution::Execution;
 use dkron_exec_core::plan::JobPlan as CorePlan;
@@ -66,6 +68,17 @@ impl JobPlan {
     fn processors(&self) -> Vec<String> {
         self.inner.steps.iter().map(|s| s.name.clone()).collect()
     }
+}
+
+/// (command, shell, env, cwd, timeout seconds, mem_limit, su, payload)
+type ShellTuple = (String, bool, Vec<(String, String)>, Option<String>, Option<f64>, Option<u64>, Option<(String, Option<String>)>, Option<Vec<u8>>);
+
+/// The shell executor's `executor_config` as the runtime parses it (JobError naming the key).
+#[pyfunction]
+fn parse_shell_config(config: HashMap<String, String>) -> PyResult<ShellTuple> {
+    let c = guard(|| ShellConfig::parse(&Config::new(&config, "executor_config")).map_err(|e| job_error(&e)))?;
+    let cwd = c.cwd.map(|p| p.to_string_lossy().into_owned());
+    Ok((c.command, c.shell, c.env, cwd, c.timeout.map(|t| t.as_secs_f64()), c.mem_limit, c.su, c.payload))
 }
 
 /// The log step's host side: Python's own stdout/stderr buffers, and `logging`.
@@ -310,5 +323,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Runtime>()?;
     m.add_class::<RunHandle>()?;
     m.add_class::<CompletionQueue>()?;
+    m.add_function(wrap_pyfunction!(parse_shell_config, m)?)?;
     Ok(())
 }

@@ -3,17 +3,17 @@
 
 use std::path::PathBuf;
 
-use dkron_exec_core::sinks::files::{self, SinkError, Source, WriteOptions};
+use dkron_exec_core::sinks::files::{self, Source, WriteError, WriteOptions};
 use dkron_exec_core::sinks::log;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-fn sink_err(err: SinkError) -> PyErr {
+fn write_error(err: WriteError) -> PyErr {
     match &err {
-        SinkError::Unsafe(u) => PyValueError::new_err(u.to_string()),
+        WriteError::Unsafe(u) => PyValueError::new_err(u.to_string()),
         // OSError(errno, ...) picks the subclass (PermissionError, ...) from the errno.
-        SinkError::Io { op, path, source } => match source.raw_os_error() {
+        WriteError::Io { op, path, source } => match source.raw_os_error() {
             Some(errno) => {
                 // Rust's text ends with " (os error N)"; Python prints "[Errno N]" itself.
                 let text = source.to_string();
@@ -47,7 +47,7 @@ fn write_log_file(
         (None, Some(path)) => Source::File(path),
         _ => return Err(PyValueError::new_err("give exactly one of output and source")),
     };
-    py.detach(|| files::write_log(&log_dir, job, key, src, opts)).map_err(sink_err)
+    py.detach(|| files::write_log(&log_dir, job, key, src, opts)).map_err(write_error)
 }
 
 /// Keeps the newest `keep` log files of `dir`; returns how many were removed.

@@ -3,29 +3,25 @@
 
 use std::collections::HashMap;
 
-use dkron_exec_core::sinks::syslog::{ConfigError, ExecutionMessage, SyslogConfig, SyslogSink as CoreSink};
+use dkron_exec_core::config::{Config, ConfigError};
+use dkron_exec_core::sinks::syslog::{ExecutionMessage, SyslogConfig, SyslogSink as CoreSink, FIELD_PREFIX};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 
-fn job_error(py: Python<'_>, e: &ConfigError) -> PyErr {
-    let made = py
-        .import("dkron_exec.errors")
-        .and_then(|m| m.getattr("JobError"))
-        .and_then(|cls| cls.call1((format!("processors.syslog.{}", e.key), &e.value, &e.reason)));
-    match made {
-        Ok(err) => PyErr::from_value(err),
-        Err(err) => err,
-    }
+pyo3::import_exception!(dkron_exec.errors, JobError);
+
+fn job_error(e: ConfigError) -> PyErr {
+    JobError::new_err((e.field, e.value, e.reason))
 }
 
-fn parse(py: Python<'_>, config: &HashMap<String, String>) -> PyResult<SyslogConfig> {
-    SyslogConfig::parse(config).map_err(|e| job_error(py, &e))
+fn parse(config: &HashMap<String, String>) -> PyResult<SyslogConfig> {
+    SyslogConfig::parse(&Config::new(config, FIELD_PREFIX)).map_err(job_error)
 }
 
 /// Checks a syslog processor config; raises JobError naming the key and value.
 #[pyfunction]
-fn syslog_check_config(py: Python<'_>, config: HashMap<String, String>) -> PyResult<()> {
-    parse(py, &config).map(|_| ())
+fn syslog_check_config(config: HashMap<String, String>) -> PyResult<()> {
+    parse(&config).map(|_| ())
 }
 
 #[pyclass(module = "dkron_exec._core", name = "SyslogSink", frozen)]
@@ -36,8 +32,8 @@ struct SyslogSink {
 #[pymethods]
 impl SyslogSink {
     #[new]
-    fn new(py: Python<'_>, config: HashMap<String, String>) -> PyResult<Self> {
-        Ok(Self { inner: CoreSink::new(parse(py, &config)?) })
+    fn new(config: HashMap<String, String>) -> PyResult<Self> {
+        Ok(Self { inner: CoreSink::new(parse(&config)?) })
     }
 
     /// Sends one execution (GIL released); returns the number of syslog messages written.

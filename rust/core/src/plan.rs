@@ -75,7 +75,7 @@ impl StepPlan {
         let kind = match name {
             "files" => StepKind::Files(FilesConfig::parse(&c)?),
             "log" => StepKind::Log(LogConfig::parse(&c)?),
-            "syslog" => StepKind::Syslog(crate::chain::syslog::parse(&c)?),
+            "syslog" => StepKind::Syslog(SyslogConfig::parse(&c)?),
             _ => return Ok(Self { name: name.to_string(), forward: false, kind: StepKind::Plugin(map.clone()) }),
         };
         Ok(Self { name: name.to_string(), forward: c.bool("forward", false)?, kind })

@@ -8,11 +8,12 @@ use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dkron_exec_core::sinks::syslog::{ExecutionMessage, SinkError, SyslogConfig, SyslogSink};
+use dkron_exec_core::config::Config;
+use dkron_exec_core::sinks::syslog::{ExecutionMessage, SendError, SyslogConfig, SyslogSink, FIELD_PREFIX};
 
 fn sink(pairs: &[(&str, &str)]) -> SyslogSink {
     let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    SyslogSink::new(SyslogConfig::parse(&map).unwrap())
+    SyslogSink::new(SyslogConfig::parse(&Config::new(&map, FIELD_PREFIX)).unwrap())
 }
 
 fn now_ns() -> i64 {
@@ -256,7 +257,7 @@ fn a_daemon_gone_is_an_error_and_coming_back_works() {
     drop(listener);
     std::thread::sleep(Duration::from_millis(50));
     let err = s.send(&msg(b"two", true)).unwrap_err();
-    assert!(matches!(err, SinkError::Io { .. }), "{err}");
+    assert!(matches!(err, SendError::Io { .. }), "{err}");
     assert!(err.to_string().contains(&format!("tcp:{addr}")), "{err}");
     assert!(!s.is_connected());
     let listener = TcpListener::bind(addr).unwrap();

@@ -6,16 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{Processed, Step, StepContext};
-use crate::config::{Config, Result};
 use crate::execution::Execution;
 use crate::sinks::syslog::{ExecutionMessage, SyslogConfig, SyslogSink};
 
 pub const REPLACEMENT: &[u8] = b"Output in syslog";
-
-/// The sink's config, with errors naming `processors.syslog.<key>`.
-pub fn parse(c: &Config<'_>) -> Result<SyslogConfig> {
-    SyslogConfig::parse(c.map()).map_err(|e| c.error(&e.key, &e.value, e.reason))
-}
 
 /// One sink per distinct destination config, kept for the runtime's life.
 #[derive(Default)]

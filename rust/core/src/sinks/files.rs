@@ -38,18 +38,18 @@ impl std::error::Error for UnsafeName {}
 
 /// Why a write failed: a refused name, or an I/O error on a given path.
 #[derive(Debug)]
-pub enum SinkError {
+pub enum WriteError {
     Unsafe(UnsafeName),
     Io { op: &'static str, path: PathBuf, source: io::Error },
 }
 
-impl SinkError {
+impl WriteError {
     fn io(op: &'static str, path: &Path, source: io::Error) -> Self {
         Self::Io { op, path: path.to_path_buf(), source }
     }
 }
 
-impl fmt::Display for SinkError {
+impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unsafe(u) => u.fmt(f),
@@ -58,7 +58,7 @@ impl fmt::Display for SinkError {
     }
 }
 
-impl std::error::Error for SinkError {
+impl std::error::Error for WriteError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Unsafe(u) => Some(u),
@@ -67,7 +67,7 @@ impl std::error::Error for SinkError {
     }
 }
 
-impl From<UnsafeName> for SinkError {
+impl From<UnsafeName> for WriteError {
     fn from(u: UnsafeName) -> Self {
         Self::Unsafe(u)
     }
@@ -131,13 +131,13 @@ pub fn write_log(
     key: &str,
     source: Source<'_>,
     opts: WriteOptions,
-) -> Result<PathBuf, SinkError> {
+) -> Result<PathBuf, WriteError> {
     let path = log_path(log_dir, job, key)?;
     match write_atomic(&path, source, opts) {
         // The directory is created only when missing: no extra system calls on the hot path.
-        Err(SinkError::Io { op: "create", source: e, .. }) if e.kind() == io::ErrorKind::NotFound => {
+        Err(WriteError::Io { op: "create", source: e, .. }) if e.kind() == io::ErrorKind::NotFound => {
             let dir = path.parent().expect("a log path has a parent");
-            fs::create_dir_all(dir).map_err(|e| SinkError::io("create directory", dir, e))?;
+            fs::create_dir_all(dir).map_err(|e| WriteError::io("create directory", dir, e))?;
             write_atomic(&path, source, opts)?;
         }
         result => result?,
@@ -165,10 +165,10 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// Writes `source` to `path` so that `path` either does not change or holds the whole content.
-pub fn write_atomic(path: &Path, source: Source<'_>, opts: WriteOptions) -> Result<(), SinkError> {
+pub fn write_atomic(path: &Path, source: Source<'_>, opts: WriteOptions) -> Result<(), WriteError> {
     // Open the source first: a missing spool fails before anything is created.
     let mut input = match source {
-        Source::File(p) => Some(File::open(p).map_err(|e| SinkError::io("open", p, e))?),
+        Source::File(p) => Some(File::open(p).map_err(|e| WriteError::io("open", p, e))?),
         Source::Bytes(_) => None,
     };
     let tmp = temp_path(path);
@@ -177,31 +177,31 @@ pub fn write_atomic(path: &Path, source: Source<'_>, opts: WriteOptions) -> Resu
         .create_new(true)
         .mode(FILE_MODE)
         .open(&tmp)
-        .map_err(|e| SinkError::io("create", &tmp, e))?;
+        .map_err(|e| WriteError::io("create", &tmp, e))?;
     let guard = TempGuard(Some(&tmp));
     // open()'s mode is masked by the umask; fchmod is not.
     file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
-        .map_err(|e| SinkError::io("set the mode of", &tmp, e))?;
+        .map_err(|e| WriteError::io("set the mode of", &tmp, e))?;
     match (source, input.as_mut()) {
         (Source::File(p), Some(input)) => {
-            io::copy(&mut input.take(opts.max_size), &mut file).map_err(|e| SinkError::io("copy", p, e))?;
+            io::copy(&mut input.take(opts.max_size), &mut file).map_err(|e| WriteError::io("copy", p, e))?;
         }
         (Source::Bytes(data), _) => {
             let n = usize::try_from(opts.max_size).unwrap_or(usize::MAX).min(data.len());
-            file.write_all(&data[..n]).map_err(|e| SinkError::io("write", &tmp, e))?;
+            file.write_all(&data[..n]).map_err(|e| WriteError::io("write", &tmp, e))?;
         }
         (Source::File(_), None) => unreachable!("the source file was opened above"),
     }
     if opts.fsync {
-        file.sync_all().map_err(|e| SinkError::io("fsync", &tmp, e))?;
+        file.sync_all().map_err(|e| WriteError::io("fsync", &tmp, e))?;
     }
     drop(file);
-    fs::rename(&tmp, path).map_err(|e| SinkError::io("rename into place", path, e))?;
+    fs::rename(&tmp, path).map_err(|e| WriteError::io("rename into place", path, e))?;
     std::mem::forget(guard);
     if opts.fsync {
         // The rename is durable once the directory is synced.
         if let Some(dir) = path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| SinkError::io("fsync", dir, e))?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| WriteError::io("fsync", dir, e))?;
         }
     }
     Ok(())
@@ -332,11 +332,11 @@ mod tests {
         fs::create_dir(&out).unwrap();
         // Reading a directory fails after the temporary file exists: it must be removed.
         let err = write_log(&out, None, "k", Source::File(tmp.path()), WriteOptions::default()).unwrap_err();
-        assert!(matches!(err, SinkError::Io { op: "copy", .. }), "{err}");
+        assert!(matches!(err, WriteError::Io { op: "copy", .. }), "{err}");
         // A missing spool fails before anything is created.
         let missing = tmp.path().join("missing");
         let err = write_log(&out, None, "k", Source::File(&missing), WriteOptions::default()).unwrap_err();
-        assert!(matches!(err, SinkError::Io { op: "open", .. }), "{err}");
+        assert!(matches!(err, WriteError::Io { op: "open", .. }), "{err}");
         assert!(names(&out).is_empty(), "{:?}", names(&out));
     }
 
@@ -346,7 +346,7 @@ mod tests {
         let file = tmp.path().join("file");
         fs::write(&file, b"x").unwrap();
         let err = write_log(&file, None, "k", Source::Bytes(b""), WriteOptions::default()).unwrap_err();
-        assert!(matches!(&err, SinkError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOTDIR)), "{err}");
+        assert!(matches!(&err, WriteError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOTDIR)), "{err}");
     }
 
     #[test]

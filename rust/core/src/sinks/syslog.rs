@@ -23,8 +23,8 @@ use std::io;
 use std::sync::Mutex;
 
 pub use config::{
-    ConfigError, Destination, Format, Framing, Oversize, SyslogConfig, DEFAULT_MAX_MESSAGE, DEFAULT_TAG, LOCAL_PATHS,
-    MIN_MAX_MESSAGE,
+    Destination, Format, Framing, Oversize, SyslogConfig, DEFAULT_MAX_MESSAGE, DEFAULT_TAG, FIELD_PREFIX, LOCAL_PATHS,
+    MAX_TIMEOUT, MIN_MAX_MESSAGE,
 };
 pub use format::{sd_escape, SD_ID};
 
@@ -44,14 +44,14 @@ pub struct ExecutionMessage<'a> {
 }
 
 #[derive(Debug)]
-pub enum SinkError {
+pub enum SendError {
     /// The daemon could not be reached (after one retry if a connection had been open).
     Io { destination: String, sent: usize, total: usize, error: io::Error },
     /// `max_message` leaves no room for the output next to this execution's header.
     NoRoom { header: usize, max_message: usize },
 }
 
-impl fmt::Display for SinkError {
+impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             // No "syslog" prefix: the processor chain names the processor already.
@@ -67,7 +67,7 @@ impl fmt::Display for SinkError {
     }
 }
 
-impl std::error::Error for SinkError {
+impl std::error::Error for SendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Io { error, .. } => Some(error),
@@ -107,7 +107,7 @@ impl SyslogSink {
     }
 
     /// Sends the execution; returns how many messages were sent.
-    pub fn send(&self, msg: &ExecutionMessage<'_>) -> Result<usize, SinkError> {
+    pub fn send(&self, msg: &ExecutionMessage<'_>) -> Result<usize, SendError> {
         let cfg = &self.config;
         let severity = if msg.success { cfg.severity } else { cfg.failure_severity };
         let header = format::header(&HeaderInfo {
@@ -128,7 +128,7 @@ impl SyslogSink {
 
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut sent = 0;
-        let fail = |sent: usize, total: usize, error: io::Error| SinkError::Io {
+        let fail = |sent: usize, total: usize, error: io::Error| SendError::Io {
             destination: cfg.destination.to_string(),
             sent,
             total,
@@ -191,9 +191,9 @@ impl SyslogSink {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).conn.is_some()
     }
 
-    fn fit(&self, header: &[u8], body: &[u8], budget: usize) -> Result<Vec<Vec<u8>>, SinkError> {
+    fn fit(&self, header: &[u8], body: &[u8], budget: usize) -> Result<Vec<Vec<u8>>, SendError> {
         format::fit(header, body, budget - TRAILER, self.config.oversize)
-            .ok_or(SinkError::NoRoom { header: header.len(), max_message: budget })
+            .ok_or(SendError::NoRoom { header: header.len(), max_message: budget })
     }
 
     /// Sends each message in turn. On an error (other than a datagram too large, which the

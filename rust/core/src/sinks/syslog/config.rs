@@ -1,10 +1,11 @@
 //! The syslog sink's configuration: parsed and checked from a processor's string map, so a job
 //! that can never log is refused when it is validated rather than when it first runs.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::config::{Config, ConfigError};
 
 /// Where Go's log/syslog (and so Dkron) looks for the local daemon, in this order.
 pub const LOCAL_PATHS: [&str; 3] = ["/dev/log", "/var/run/syslog", "/var/run/log"];
@@ -16,6 +17,7 @@ pub const MAX_MAX_MESSAGE: usize = 16 << 20;
 /// The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
 pub const UDP_MAX_PAYLOAD: usize = 65_507;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_TAG: &str = "dkron";
 const DEFAULT_PORT: u16 = 514;
 
@@ -35,6 +37,9 @@ pub const KEYS: [&str; 13] = [
     "oversize",
     "timeout",
 ];
+/// Where the processor's keys live in a job document: errors name `processors.syslog.<key>`.
+pub const FIELD_PREFIX: &str = "processors.syslog";
+/// Keys of the processor chain, allowed beside the sink's own.
 const CHAIN_KEYS: [&str; 2] = ["forward", "reporting_node"];
 
 const FACILITIES: [(&str, u8); 26] = [
@@ -155,41 +160,17 @@ pub struct SyslogConfig {
     pub timeout: Duration,
 }
 
-/// A config value that can never work: `key` is the config key, `value` what was given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub key: String,
-    pub value: String,
-    pub reason: String,
-}
-
-impl ConfigError {
-    fn new(key: &str, value: &str, reason: impl Into<String>) -> Self {
-        Self { key: key.to_string(), value: value.to_string(), reason: reason.into() }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} (got {:?})", self.key, self.reason, self.value)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 type Result<T> = std::result::Result<T, ConfigError>;
 
 impl SyslogConfig {
-    pub fn parse(map: &HashMap<String, String>) -> Result<Self> {
-        let mut unknown: Vec<&String> =
-            map.keys().filter(|k| !KEYS.contains(&k.as_str()) && !CHAIN_KEYS.contains(&k.as_str())).collect();
-        unknown.sort();
-        if let Some(key) = unknown.first() {
-            return Err(ConfigError::new(key, &map[*key], format!("unknown key; known keys: {}", KEYS.join(", "))));
-        }
-        let get = |key: &str| map.get(key).map(String::as_str);
+    /// The processor's config (`config`'s prefix is normally `FIELD_PREFIX`); errors name the
+    /// full dotted field. Booleans and durations are Go's, through `Config`'s getters.
+    pub fn parse(config: &Config<'_>) -> Result<Self> {
+        let allowed: Vec<&str> = KEYS.iter().chain(&CHAIN_KEYS).copied().collect();
+        config.only(&allowed)?;
+        let get = |key: &str| config.get(key);
 
-        let destination = parse_destination(get("transport"), get("address"))?;
+        let destination = parse_destination(config)?;
         let format = match get("format") {
             None => {
                 if destination.is_local() {
@@ -201,40 +182,37 @@ impl SyslogConfig {
             Some(v) => match v.to_ascii_lowercase().as_str() {
                 "rfc3164" | "3164" | "bsd" => Format::Rfc3164,
                 "rfc5424" | "5424" => Format::Rfc5424,
-                _ => return Err(ConfigError::new("format", v, "must be rfc3164 or rfc5424")),
+                _ => return Err(config.error("format", v, "must be rfc3164 or rfc5424")),
             },
         };
-        let framing = parse_framing(&destination, get("framing"))?;
+        let framing = parse_framing(config, &destination)?;
         let facility = match get("facility") {
             None => 9,
             Some(v) => lookup(v, &FACILITIES, 23).ok_or_else(|| {
-                ConfigError::new("facility", v, "unknown facility; use a name such as cron, daemon, user or local0..local7, or 0..23")
+                config.error("facility", v, "unknown facility; use a name such as cron, daemon, user or local0..local7, or 0..23")
             })?,
         };
-        let severity = parse_severity("severity", get("severity"), 6)?;
-        let failure_severity = parse_severity("failure_severity", get("failure_severity"), 3)?;
+        let severity = parse_severity(config, "severity", 6)?;
+        let failure_severity = parse_severity(config, "failure_severity", 3)?;
         let tag = match get("tag") {
             None => DEFAULT_TAG.to_string(),
-            Some(v) => check_tag(v)?,
+            Some(v) => check_tag(v).map_err(|why| config.error("tag", v, why))?,
         };
-        let hostname = get("hostname").map(check_hostname).transpose()?;
-        let per_line = match get("per_line") {
-            None => false,
-            Some(v) => parse_bool(v).ok_or_else(|| ConfigError::new("per_line", v, "must be true or false"))?,
+        let hostname = match get("hostname") {
+            None => None,
+            Some(v) => Some(check_hostname(v).map_err(|why| config.error("hostname", v, why))?),
         };
-        let max_message = parse_max_message(&destination, get("max_message"))?;
+        let per_line = config.bool("per_line", false)?;
+        let max_message = parse_max_message(config, &destination)?;
         let oversize = match get("oversize") {
             None => Oversize::Split,
             Some(v) => match v.to_ascii_lowercase().as_str() {
                 "split" => Oversize::Split,
                 "truncate" => Oversize::Truncate,
-                _ => return Err(ConfigError::new("oversize", v, "must be split or truncate")),
+                _ => return Err(config.error("oversize", v, "must be split or truncate")),
             },
         };
-        let timeout = match get("timeout") {
-            None => DEFAULT_TIMEOUT,
-            Some(v) => parse_timeout(v)?,
-        };
+        let timeout = parse_timeout(config)?;
         Ok(Self {
             destination,
             format,
@@ -252,15 +230,6 @@ impl SyslogConfig {
     }
 }
 
-/// Go's `strconv.ParseBool`.
-pub fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 fn lookup(value: &str, table: &[(&str, u8)], max: u8) -> Option<u8> {
     if let Ok(n) = value.parse::<u8>() {
         return (n <= max).then_some(n);
@@ -271,22 +240,23 @@ fn lookup(value: &str, table: &[(&str, u8)], max: u8) -> Option<u8> {
     table.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
 }
 
-fn parse_severity(key: &str, value: Option<&str>, default: u8) -> Result<u8> {
-    match value {
+fn parse_severity(config: &Config<'_>, key: &str, default: u8) -> Result<u8> {
+    match config.get(key) {
         None => Ok(default),
         Some(v) => lookup(v, &SEVERITIES, 7).ok_or_else(|| {
-            ConfigError::new(key, v, "unknown severity; use emerg, alert, crit, err, warning, notice, info, debug or 0..7")
+            config.error(key, v, "unknown severity; use emerg, alert, crit, err, warning, notice, info, debug or 0..7")
         }),
     }
 }
 
-fn parse_destination(transport: Option<&str>, address: Option<&str>) -> Result<Destination> {
+fn parse_destination(config: &Config<'_>) -> Result<Destination> {
+    let (transport, address) = (config.get("transport"), config.get("address"));
     let transport_name = transport.unwrap_or("local").to_ascii_lowercase();
     let path = |kind: &str| -> Result<PathBuf> {
         match address {
             Some(a) if !a.is_empty() && !a.contains('\0') => Ok(PathBuf::from(a)),
-            Some(a) => Err(ConfigError::new("address", a, "must be a socket path")),
-            None => Err(ConfigError::new("address", "", format!("a socket path is required for transport {kind}"))),
+            Some(a) => Err(config.error("address", a, "must be a socket path")),
+            None => Err(config.error("address", "", format!("a socket path is required for transport {kind}"))),
         }
     };
     match transport_name.as_str() {
@@ -298,12 +268,12 @@ fn parse_destination(transport: Option<&str>, address: Option<&str>) -> Result<D
         "unix" => Ok(Destination::UnixStream(path("unix")?)),
         "udp" | "tcp" => {
             let Some(a) = address else {
-                return Err(ConfigError::new("address", "", format!("host:port is required for transport {transport_name}")));
+                return Err(config.error("address", "", format!("host:port is required for transport {transport_name}")));
             };
-            let (host, port) = parse_host_port(a)?;
+            let (host, port) = parse_host_port(a).map_err(|why| config.error("address", a, why))?;
             Ok(if transport_name == "udp" { Destination::Udp(host, port) } else { Destination::Tcp(host, port) })
         }
-        _ => Err(ConfigError::new(
+        _ => Err(config.error(
             "transport",
             transport.unwrap_or_default(),
             "must be local, unixgram, unix, udp or tcp",
@@ -312,9 +282,9 @@ fn parse_destination(transport: Option<&str>, address: Option<&str>) -> Result<D
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`; the port defaults to 514. Names are resolved
-/// when connecting, so a DNS change is picked up on reconnect.
-pub fn parse_host_port(a: &str) -> Result<(String, u16)> {
-    let bad = |why: &str| ConfigError::new("address", a, why.to_string());
+/// when connecting, so a DNS change is picked up on reconnect. The error is the reason only.
+pub fn parse_host_port(a: &str) -> std::result::Result<(String, u16), String> {
+    let bad = |why: &str| why.to_string();
     let (host, port) = if let Some(rest) = a.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(|| bad("an IPv6 address needs a closing ]"))?;
         match after {
@@ -345,106 +315,80 @@ pub fn parse_host_port(a: &str) -> Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-fn parse_framing(destination: &Destination, value: Option<&str>) -> Result<Option<Framing>> {
+fn parse_framing(config: &Config<'_>, destination: &Destination) -> Result<Option<Framing>> {
     let stream_default = match destination {
         Destination::Tcp(..) => Some(Framing::Octet),
         // What Go writes to a stream socket, and what syslog-ng's unix-stream source expects.
         Destination::UnixStream(_) | Destination::Local(_) => Some(Framing::Lf),
         Destination::UnixDatagram(_) | Destination::Udp(..) => None,
     };
-    let Some(v) = value else { return Ok(stream_default) };
+    let Some(v) = config.get("framing") else { return Ok(stream_default) };
     if stream_default.is_none() {
-        return Err(ConfigError::new("framing", v, "only applies to the tcp, unix and local transports"));
+        return Err(config.error("framing", v, "only applies to the tcp, unix and local transports"));
     }
     match v.to_ascii_lowercase().as_str() {
         "octet" | "octet-counting" | "octet_counting" => Ok(Some(Framing::Octet)),
         "lf" | "newline" => Ok(Some(Framing::Lf)),
-        _ => Err(ConfigError::new("framing", v, "must be octet or lf")),
+        _ => Err(config.error("framing", v, "must be octet or lf")),
     }
 }
 
-fn check_tag(v: &str) -> Result<String> {
+fn check_tag(v: &str) -> std::result::Result<String, &'static str> {
     // RFC 5424 APP-NAME: 1..48 printable ASCII. `:` and brackets would break 3164 parsing, as
     // Dkron's own tag `[dkron]` does.
     if v.is_empty() || v.len() > 48 {
-        return Err(ConfigError::new("tag", v, "must be 1 to 48 characters"));
+        return Err("must be 1 to 48 characters");
     }
     if !v.bytes().all(|b| (33..=126).contains(&b) && !matches!(b, b':' | b'[' | b']')) {
-        return Err(ConfigError::new("tag", v, "must be printable ASCII without spaces, ':', '[' or ']'"));
+        return Err("must be printable ASCII without spaces, ':', '[' or ']'");
     }
     Ok(v.to_string())
 }
 
-fn check_hostname(v: &str) -> Result<String> {
+fn check_hostname(v: &str) -> std::result::Result<String, &'static str> {
     if v.is_empty() || v.len() > 255 || !v.bytes().all(|b| (33..=126).contains(&b)) {
-        return Err(ConfigError::new("hostname", v, "must be 1 to 255 printable ASCII characters without spaces"));
+        return Err("must be 1 to 255 printable ASCII characters without spaces");
     }
     Ok(v.to_string())
 }
 
-fn parse_max_message(destination: &Destination, value: Option<&str>) -> Result<usize> {
-    let Some(v) = value else {
+fn parse_max_message(config: &Config<'_>, destination: &Destination) -> Result<usize> {
+    let Some(v) = config.get("max_message") else {
         return Ok(DEFAULT_MAX_MESSAGE);
     };
-    let n: usize = v.trim().parse().map_err(|_| ConfigError::new("max_message", v, "must be a number of bytes"))?;
+    let n: usize = v.trim().parse().map_err(|_| config.error("max_message", v, "must be a number of bytes"))?;
     if !(MIN_MAX_MESSAGE..=MAX_MAX_MESSAGE).contains(&n) {
-        return Err(ConfigError::new(
+        return Err(config.error(
             "max_message",
             v,
             format!("must be between {MIN_MAX_MESSAGE} and {MAX_MAX_MESSAGE} bytes"),
         ));
     }
     if matches!(destination, Destination::Udp(..)) && n > UDP_MAX_PAYLOAD {
-        return Err(ConfigError::new("max_message", v, format!("UDP carries at most {UDP_MAX_PAYLOAD} bytes")));
+        return Err(config.error("max_message", v, format!("UDP carries at most {UDP_MAX_PAYLOAD} bytes")));
     }
     Ok(n)
 }
 
-/// A Go duration (`500ms`, `2s`, `1m30s`) or a plain number of seconds; more than 0, at most 5m.
-fn parse_timeout(v: &str) -> Result<Duration> {
-    let bad = || ConfigError::new("timeout", v, "must be a duration such as 500ms or 2s, at most 5m");
-    let d = if let Ok(secs) = v.parse::<f64>() {
-        if !secs.is_finite() || secs < 0.0 {
-            return Err(bad());
-        }
-        Duration::from_secs_f64(secs)
-    } else {
-        let mut total = Duration::ZERO;
-        let mut rest = v;
-        if rest.is_empty() {
-            return Err(bad());
-        }
-        while !rest.is_empty() {
-            let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-            let n: f64 = rest[..num_end].parse().map_err(|_| bad())?;
-            rest = &rest[num_end..];
-            let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-            let scale = match &rest[..unit_end] {
-                "ns" => 1e-9,
-                "us" | "µs" => 1e-6,
-                "ms" => 1e-3,
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                _ => return Err(bad()),
-            };
-            total += Duration::from_secs_f64(n * scale);
-            rest = &rest[unit_end..];
-        }
-        total
-    };
-    if d.is_zero() || d > Duration::from_secs(300) {
-        return Err(bad());
+/// A Go duration (`500ms`, `2s`, `1m30s`), more than 0 and at most 5m; unset is the default.
+fn parse_timeout(config: &Config<'_>) -> Result<Duration> {
+    let Some(v) = config.get("timeout") else { return Ok(DEFAULT_TIMEOUT) };
+    match config.duration("timeout")? {
+        Some(d) if d <= MAX_TIMEOUT => Ok(d),
+        // None: empty or zero, which would mean "wait forever" here.
+        _ => Err(config.error("timeout", v, "must be a duration such as 500ms or 2s, more than 0 and at most 5m")),
     }
-    Ok(d)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<SyslogConfig> {
-        SyslogConfig::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        SyslogConfig::parse(&Config::new(&map, FIELD_PREFIX))
     }
 
     #[test]
@@ -472,7 +416,9 @@ mod tests {
         assert_eq!((c.facility, c.severity, c.failure_severity), (19, 5, 2));
         assert_eq!(cfg(&[("facility", "log_daemon")]).unwrap().facility, 3);
         assert_eq!(cfg(&[("timeout", "1m30s")]).unwrap().timeout, Duration::from_secs(90));
-        assert_eq!(cfg(&[("timeout", "0.25")]).unwrap().timeout, Duration::from_millis(250));
+        assert_eq!(cfg(&[("timeout", "250ms")]).unwrap().timeout, Duration::from_millis(250));
+        assert_eq!(cfg(&[("timeout", "5m")]).unwrap().timeout, MAX_TIMEOUT);
+        assert!(cfg(&[("per_line", "T")]).unwrap().per_line);
     }
 
     #[test]
@@ -501,11 +447,19 @@ mod tests {
             (&[("oversize", "drop")], "oversize", "drop"),
             (&[("timeout", "0s")], "timeout", "0s"),
             (&[("timeout", "2 weeks")], "timeout", "2 weeks"),
+            // A bare number is no Go duration (this sink once read it as seconds).
+            (&[("timeout", "0.25")], "timeout", "0.25"),
+            (&[("timeout", "5")], "timeout", "5"),
+            (&[("timeout", "")], "timeout", ""),
+            (&[("timeout", "-1s")], "timeout", "-1s"),
+            (&[("timeout", "5m0.001s")], "timeout", "5m0.001s"),
+            (&[("per_line", "")], "per_line", ""),
             (&[("facilty", "cron")], "facilty", "cron"),
         ];
         for (pairs, key, value) in cases {
             let err = cfg(pairs).expect_err(&format!("{pairs:?} should fail"));
-            assert_eq!((err.key.as_str(), err.value.as_str()), (*key, *value), "{pairs:?}: {err}");
+            let field = format!("processors.syslog.{key}");
+            assert_eq!((err.field.as_str(), err.value.as_str()), (field.as_str(), *value), "{pairs:?}: {err}");
         }
     }
 }
