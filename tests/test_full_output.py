@@ -55,7 +55,10 @@ def test_50_mb_reach_the_file_whole_with_bounded_memory(tmp_path: Path) -> None:
     log_dir, spool_dir = tmp_path / "logs", tmp_path / "spool"
     r = subprocess.run(
         [sys.executable, "-c", PROBE, str(log_dir), str(spool_dir), str(SIZE)],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     result = json.loads(r.stdout)
     assert result["success"] and result["errors"] == []

@@ -589,7 +589,10 @@ def test_byte_sizes(text: str, size: int) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    [*["0", "-5", "0K", "0.0001K", "K", "1PB", "1.2.3M", "abc", "1e3", "-1K", "1_000"], "1 MB", "9" * 30, "9" * 400],
+    [
+        *["0", "-5", "0K", "0.0001K", "K", "1PB", "1.2.3M", "abc", "1e3", "-1K", "1_000", "1 MB"],
+        *["9" * 30, "9" * 400],
+    ],
 )
 def test_bad_byte_sizes(text: str) -> None:
     # mem_limit and the files processor's max_size share one parser.

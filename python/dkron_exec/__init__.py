@@ -1,10 +1,10 @@
 """dkron_exec: run jobs and process their executions the way Dkron does, inside any Python program.
 
-    >>> from dkron_exec import Executor
-    >>> with Executor(":memory:") as ex:
-    ...     execution = ex.run({"name": "hello", "command": "echo hello"})
-    >>> execution.success, execution.output
-    (True, b'hello\\n')
+>>> from dkron_exec import Executor
+>>> with Executor(":memory:") as ex:
+...     execution = ex.run({"name": "hello", "command": "echo hello"})
+>>> execution.success, execution.output
+(True, b'hello\\n')
 """
 
 from ._core import __version__
