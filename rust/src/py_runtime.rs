@@ -13,7 +13,7 @@ use dkron_exec_core::executors::shell::ShellConfig;
 use dkron_exec_core::engine::{CompletionQueue as CoreQueue, Handle};
 use dkron_exec_core::execution::Execution;
 use dkron_exec_core::plan::JobPlan as CorePlan;
-use dkron_exec_core::plugin::host::{HostConfig, PluginHost};
+use dkron_exec_core::plugin::host::HostConfig;
 use dkron_exec_core::plugin::Kind;
 use dkron_exec_core::run::{OutputFn, Recorder, Refused, RunControl, Runtime as CoreRuntime, Settings};
 use pyo3::exceptions::PyValueError;
@@ -161,17 +161,15 @@ impl Runtime {
         };
         let host_config =
             HostConfig { start_timeout: seconds(Some(plugin_start_timeout), "plugin_start_timeout")?.unwrap_or_default(), ..HostConfig::default() };
-        let plugins = Arc::new(PluginHost::new(host_config)?);
         let recorder: Option<Arc<dyn Recorder>> = None;
-        let inner = CoreRuntime::new(settings, worker_threads, plugins, recorder, Arc::new(PythonLogHost))?;
+        let inner = CoreRuntime::new(settings, worker_threads, host_config, recorder, Arc::new(PythonLogHost))?;
         Ok(Self { inner: Arc::new(inner) })
     }
 
     /// Makes a plugin file known (`kind` is "processor" or "executor").
     fn register_plugin(&self, kind: &str, name: &str, path: PathBuf) -> PyResult<()> {
         let kind = Kind::parse(kind).ok_or_else(|| PyValueError::new_err(format!("kind must be 'processor' or 'executor', got {kind:?}")))?;
-        self.inner.register_plugin(kind, name, path);
-        Ok(())
+        Ok(self.inner.register_plugin(kind, name, path)?)
     }
 
     /// Runs the plan to its end on this thread, GIL released; returns the final execution and
@@ -239,7 +237,8 @@ impl Runtime {
     #[pyo3(signature = (timeout = 0.0))]
     fn drain_logs(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Vec<(String, &'static str, String)>>> {
         let timeout = seconds(Some(timeout), "timeout")?.unwrap_or_default();
-        let logs = self.inner.plugins.logs();
+        let Some(host) = self.inner.plugins() else { return Ok(None) };
+        let logs = host.logs();
         let lines = py.detach(|| logs.drain(timeout));
         Ok(lines.map(|ls| ls.into_iter().map(|l| (l.plugin, l.stream, l.line)).collect()))
     }
@@ -247,7 +246,7 @@ impl Runtime {
     /// The pid of a plugin's process while it runs.
     fn plugin_pid(&self, py: Python<'_>, kind: &str, name: &str) -> PyResult<Option<u32>> {
         let kind = Kind::parse(kind).ok_or_else(|| PyValueError::new_err(format!("bad kind {kind:?}")))?;
-        let plugins = self.inner.plugins.clone();
+        let Some(plugins) = self.inner.plugins() else { return Ok(None) };
         Ok(py.detach(|| plugins.pid(kind, name)))
     }
 

@@ -19,7 +19,7 @@ use crate::execution::{make_key, Execution};
 use crate::executors::{plugin, ExecutorPlan};
 use crate::job::{self, unix_nanos, EndReason, Outcome};
 use crate::plan::{JobPlan, StepKind};
-use crate::plugin::host::{CallSlot, PluginHost};
+use crate::plugin::host::{CallSlot, HostConfig, PluginHost};
 use crate::plugin::{Kind, PluginFailure};
 use crate::spool::SpoolSpec;
 
@@ -90,7 +90,9 @@ impl RunControl {
 
 pub struct Runtime {
     pub engine: Engine,
-    pub plugins: Arc<PluginHost>,
+    /// Made when the first plugin is registered: a runtime without plugins has no host thread.
+    plugins: Mutex<Option<Arc<PluginHost>>>,
+    plugin_config: HostConfig,
     plugin_names: RwLock<HashSet<(Kind, String)>>,
     recorder: Option<Arc<dyn Recorder>>,
     settings: Settings,
@@ -113,13 +115,14 @@ impl Runtime {
     pub fn new(
         settings: Settings,
         worker_threads: usize,
-        plugins: Arc<PluginHost>,
+        plugin_config: HostConfig,
         recorder: Option<Arc<dyn Recorder>>,
         log_host: Arc<dyn log::Host>,
     ) -> std::io::Result<Self> {
         Ok(Self {
             engine: Engine::new(worker_threads)?,
-            plugins,
+            plugins: Mutex::default(),
+            plugin_config,
             plugin_names: RwLock::default(),
             recorder,
             settings,
@@ -139,9 +142,19 @@ impl Runtime {
     }
 
     /// Makes a plugin file known under its kind and name (a later one replaces it).
-    pub fn register_plugin(&self, kind: Kind, name: &str, path: PathBuf) {
-        self.plugins.register(kind, name, path);
+    pub fn register_plugin(&self, kind: Kind, name: &str, path: PathBuf) -> std::io::Result<()> {
+        let mut host = self.plugins.lock().unwrap();
+        if host.is_none() {
+            *host = Some(Arc::new(PluginHost::new(self.plugin_config.clone())?));
+        }
+        host.as_ref().expect("just made").register(kind, name, path);
         self.plugin_names.write().unwrap().insert((kind, name.to_string()));
+        Ok(())
+    }
+
+    /// The plugin host, once a plugin was registered.
+    pub fn plugins(&self) -> Option<Arc<PluginHost>> {
+        self.plugins.lock().unwrap().clone()
     }
 
     pub fn has_plugin(&self, kind: Kind, name: &str) -> bool {
@@ -285,12 +298,12 @@ impl Runtime {
                 }
             }
             ExecutorPlan::Plugin(p) => {
-                if !self.has_plugin(Kind::Executor, &p.name) {
+                let Some(host) = self.plugins().filter(|_| self.has_plugin(Kind::Executor, &p.name)) else {
                     let why = format!("executor '{}' is not available: no dkron-executor-{} plugin is installed", p.name, p.name);
                     return (self.unstarted(&plan.name, group, attempt, unix_nanos(), why), None);
-                }
+                };
                 let a = plugin::Attempt {
-                    host: &self.plugins,
+                    host: &host,
                     job_name: &plan.name,
                     output_limit: s.output_limit,
                     stop: &control.stop,
@@ -389,18 +402,21 @@ impl Runtime {
 
     /// The plan's steps, bound to this runtime's sinks and plugins.
     pub fn bind(&self, plan: &JobPlan) -> Chain {
+        let host = self.plugins();
         let steps = plan.steps.iter().map(|s| {
             let step: Arc<dyn Step> = match &s.kind {
                 StepKind::Files(c) => Arc::new(FilesStep::new(c.clone())),
                 StepKind::Log(c) => Arc::new(LogStep::new(c.clone(), self.log_host.clone())),
                 StepKind::Syslog(c) => Arc::new(SyslogStep::new(self.sinks.get(c))),
-                StepKind::Plugin(config) if self.has_plugin(Kind::Processor, &s.name) => Arc::new(PluginStep {
-                    host: self.plugins.clone(),
-                    name: s.name.clone(),
-                    config: config.clone(),
-                    timeout: self.settings.plugin_timeout,
-                }),
-                StepKind::Plugin(_) => Arc::new(Missing),
+                StepKind::Plugin(config) => match host.as_ref().filter(|_| self.has_plugin(Kind::Processor, &s.name)) {
+                    Some(host) => Arc::new(PluginStep {
+                        host: host.clone(),
+                        name: s.name.clone(),
+                        config: config.clone(),
+                        timeout: self.settings.plugin_timeout,
+                    }),
+                    None => Arc::new(Missing),
+                },
             };
             ChainStep { name: s.name.clone(), forward: s.forward, step }
         });
@@ -415,7 +431,9 @@ impl Runtime {
     /// then stops the plugins and closes the syslog connections. Idempotent.
     pub fn close(&self, grace: Duration) {
         self.engine.shutdown(grace);
-        self.plugins.close(Duration::from_secs(2));
+        if let Some(host) = self.plugins() {
+            host.close(Duration::from_secs(2));
+        }
         self.sinks.close();
     }
 }

@@ -157,11 +157,24 @@ impl Drop for TempGuard<'_> {
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    // Unique per process and call, so concurrent writers of the same key never share a temp file.
+    // Unique per call within the process; a twin in another process (a fork shares the counter)
+    // makes `create_new` fail with EEXIST, and the writer takes the next number.
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.{seq}{TEMP_SUFFIX}", std::process::id()))
+    path.with_file_name(format!(".{name}.{seq}{TEMP_SUFFIX}"))
+}
+
+/// Creates a fresh temporary file beside `path` (mode `FILE_MODE` before the umask).
+fn create_temp(path: &Path) -> Result<(File, PathBuf), WriteError> {
+    loop {
+        let tmp = temp_path(path);
+        match OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(&tmp) {
+            Ok(file) => return Ok((file, tmp)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(WriteError::io("create", &tmp, e)),
+        }
+    }
 }
 
 /// Writes `source` to `path` so that `path` either does not change or holds the whole content.
@@ -171,13 +184,7 @@ pub fn write_atomic(path: &Path, source: Source<'_>, opts: WriteOptions) -> Resu
         Source::File(p) => Some(File::open(p).map_err(|e| WriteError::io("open", p, e))?),
         Source::Bytes(_) => None,
     };
-    let tmp = temp_path(path);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(FILE_MODE)
-        .open(&tmp)
-        .map_err(|e| WriteError::io("create", &tmp, e))?;
+    let (mut file, tmp) = create_temp(path)?;
     let guard = TempGuard(Some(&tmp));
     // open()'s mode is masked by the umask; fchmod is not.
     file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
