@@ -1,8 +1,12 @@
 """The Rust core (``rust/``): the job engine, the files/log/syslog sinks, and the plugin host."""
 
+import builtins
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import final
+
+from .execution import Execution
 
 __all__ = [
     "PLUGIN_MAX_FRAME",
@@ -14,6 +18,7 @@ __all__ = [
     "PluginRun",
     "RunHandle",
     "Spec",
+    "SqliteStore",
     "SyslogSink",
     "__version__",
     "log_block",
@@ -252,3 +257,36 @@ class PluginRun:
     @property
     def pid(self) -> int | None: ...
     def fileno(self) -> int: ...
+
+@final
+class SqliteStore:
+    """Executions in an SQLite file (or ``":memory:"``), the newest ``retention`` per job.
+
+    Missing parent folders are created; a file is in WAL mode, so several processes can share
+    it. Concurrent puts share transactions. Database calls release the GIL; failures raise
+    ``dkron_exec.errors.StoreError`` naming the path and the cause.
+    """
+
+    def __new__(cls, path: str, retention: int = 100) -> SqliteStore: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def retention(self) -> int: ...
+    def put(self, execution: Execution) -> None:
+        """Stores the execution; returns once it is committed."""
+
+    def put_many(self, executions: Iterable[Execution]) -> None:
+        """Stores all the executions in one transaction."""
+
+    def list(self, job_name: str, limit: int | None = None) -> builtins.list[Execution]:
+        """The job's executions, newest first; at most ``limit``."""
+
+    def get(self, job_name: str, key: str) -> Execution | None: ...
+    def job_names(self) -> builtins.list[str]:
+        """The names of the jobs with stored executions, sorted."""
+
+    def transactions(self) -> int:
+        """Transactions committed so far (concurrent puts share them)."""
+
+    def close(self) -> None:
+        """Closes the database; later calls raise StoreError. Idempotent."""

@@ -1,9 +1,9 @@
 //! The Python binding: a thin layer that converts arguments and releases the GIL around every
 //! blocking call. All logic lives in `dkron-exec-core`.
 
-#[allow(dead_code)] // used by the store and the runtime bindings, landing next
 mod py_execution;
 mod py_sinks;
+mod py_store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -320,5 +320,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     py_sinks::register(m)?;
     py_syslog::register(m)?;
     py_plugin::register(m)?;
+    py_store::register(m)?;
     Ok(())
 }
