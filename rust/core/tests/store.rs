@@ -245,3 +245,35 @@ fn a_read_only_folder_is_named() {
         )
     );
 }
+
+/// Latency of one uncontended put and one list(100); run with
+/// `cargo test --release -p dkron-exec-core --test store -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_put_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    for path in [":memory:".to_string(), dir.path().join("m.db").to_str().unwrap().to_string()] {
+        let store = SqliteStore::open(&path, 100).unwrap();
+        let es: Vec<_> = (0..20_000).map(|n| make("a", n)).collect();
+        let (started, cpu) = (std::time::Instant::now(), thread_cpu());
+        for e in &es {
+            store.put(e).unwrap();
+        }
+        let n = es.len() as u32;
+        let (put, put_cpu) = (started.elapsed() / n, (thread_cpu() - cpu) / n);
+        let (started, cpu) = (std::time::Instant::now(), thread_cpu());
+        for _ in 0..1000 {
+            assert_eq!(store.list("a", Some(100)).unwrap().len(), 100);
+        }
+        let (list, list_cpu) = (started.elapsed() / 1000, (thread_cpu() - cpu) / 1000);
+        eprintln!("{path}: put {put:?} ({put_cpu:?} CPU), list(100) {list:?} ({list_cpu:?} CPU)");
+    }
+}
+
+/// This thread's CPU time: steadier than the wall clock on a shared machine.
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}

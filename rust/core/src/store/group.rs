@@ -11,9 +11,6 @@ use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How long a new leader waits at most for the callers the last round woke (see `gather`).
-const GATHER_LIMIT: Duration = Duration::from_micros(500);
-
 /// The queue and leadership of one writer (one database connection).
 pub struct GroupCommit<T, E> {
     state: Mutex<State<T, E>>,
@@ -21,6 +18,8 @@ pub struct GroupCommit<T, E> {
     wake: Condvar,
     /// A gathering leader sleeps here until the woken callers have taken their results.
     gathered: Condvar,
+    /// How long a new leader waits at most for the callers the last round woke (see `gather`).
+    gather_limit: Duration,
 }
 
 struct State<T, E> {
@@ -40,8 +39,9 @@ struct Queued<T> {
     items: Vec<T>,
 }
 
-impl<T, E> Default for GroupCommit<T, E> {
-    fn default() -> Self {
+impl<T, E> GroupCommit<T, E> {
+    /// `gather_limit`: see `gather` (zero: never wait).
+    pub fn new(gather_limit: Duration) -> Self {
         Self {
             state: Mutex::new(State {
                 writing: false,
@@ -53,6 +53,7 @@ impl<T, E> Default for GroupCommit<T, E> {
             }),
             wake: Condvar::new(),
             gathered: Condvar::new(),
+            gather_limit,
         }
     }
 }
@@ -110,11 +111,11 @@ impl<T: Clone, E> GroupCommit<T, E> {
     /// `commit_delay`. Alone, there is nothing to wait for and this costs nothing.
     fn gather<'a>(&'a self, mut state: MutexGuard<'a, State<T, E>>) -> MutexGuard<'a, State<T, E>> {
         state.writing = true;
-        if state.results.is_empty() {
+        if state.results.is_empty() || self.gather_limit.is_zero() {
             return state;
         }
         state.gathering = true;
-        let deadline = Instant::now() + GATHER_LIMIT;
+        let deadline = Instant::now() + self.gather_limit;
         while !state.results.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -156,11 +157,10 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::time::Duration;
 
     #[test]
     fn alone_a_caller_writes_its_own_items_at_once() {
-        let group = GroupCommit::<u32, String>::default();
+        let group = GroupCommit::<u32, String>::new(Duration::from_micros(500));
         let rounds = AtomicUsize::new(0);
         let result = group.submit(&[1, 2], |round| {
             rounds.fetch_add(1, Ordering::Relaxed);
@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn concurrent_callers_share_rounds_and_get_their_own_results() {
-        let group = Arc::new(GroupCommit::<u32, u32>::default());
+        let group = Arc::new(GroupCommit::<u32, u32>::new(Duration::from_micros(500)));
         let rounds = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..8u32)
             .map(|t| {
