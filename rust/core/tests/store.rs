@@ -277,3 +277,18 @@ fn thread_cpu() -> std::time::Duration {
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
+
+#[test]
+fn a_bad_execution_fails_alone() {
+    let store = SqliteStore::open(":memory:", 10).unwrap();
+    // SQLite integers are signed: this size cannot be stored.
+    let bad = Execution { output_size: u64::MAX, ..make("a", 1) };
+    let err = store.put(&bad).unwrap_err();
+    assert_eq!(err.action, StoreAction::Write);
+    assert!(err.to_string().starts_with("cannot write to the store :memory:: "), "{err}");
+    // put_many is all or nothing.
+    assert!(store.put_many(&[make("a", 2), bad]).is_err());
+    assert!(store.list("a", None).unwrap().is_empty());
+    store.put(&make("a", 3)).unwrap();
+    assert_eq!(outputs(&store.list("a", None).unwrap()), ["out 3"]);
+}
