@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::group::GroupCommit;
@@ -190,7 +191,7 @@ impl SqliteStore {
 }
 
 fn open_memory() -> Result<Connection, String> {
-    let conn = Connection::open_with_flags(MEMORY, flags()).map_err(|e| e.to_string())?;
+    let conn = connect(MEMORY).map_err(|e| e.to_string())?;
     conn.execute_batch(rows::SCHEMA).map_err(|e| e.to_string())?;
     Ok(conn)
 }
@@ -200,7 +201,7 @@ fn open_file(path: &str) -> Result<Connection, String> {
         std::fs::create_dir_all(folder).map_err(|e| format!("cannot create its folder {}: {e}", folder.display()))?;
     }
     let set_up = || -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(path, flags())?;
+        let conn = connect(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         use_wal(&conn)?;
         conn.execute_batch(rows::SCHEMA)?;
@@ -215,6 +216,15 @@ fn open_file(path: &str) -> Result<Connection, String> {
             None => cause.to_string(),
         }
     })
+}
+
+fn connect(path: &str) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags())?;
+    // One plan per statement, whatever the values bound: else SQLite (3.54) re-prepares the
+    // statements that bind the job name before an ORDER BY (the trim, the list) on every run,
+    // a fifth of an uncontended put. Their plan is the same for every job anyway.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(conn)
 }
 
 /// Read-write, created if missing; no URI parsing (a name is a name, as Python's sqlite3 has
@@ -288,6 +298,22 @@ mod tests {
         for key in ["node-1", "-n", "12a-n", "99999999999999999999-n"] {
             e.key = key.into();
             assert_eq!(rows::started_ns_of(&e), 5, "{key}");
+        }
+    }
+
+    #[test]
+    fn statements_are_prepared_once() {
+        let store = SqliteStore::open(MEMORY, 3).unwrap();
+        for n in 0..10 {
+            let e = Execution { job_name: format!("job{}", n % 2), key: format!("{n}-n"), ..Execution::default() };
+            store.put(&e).unwrap();
+            store.list(&e.job_name, Some(n)).unwrap();
+        }
+        let guard = store.lock();
+        let conn = guard.as_ref().unwrap();
+        for sql in [rows::INSERT, rows::TRIM, rows::LIST] {
+            let statement = conn.prepare_cached(sql).unwrap();
+            assert_eq!(statement.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
         }
     }
 
