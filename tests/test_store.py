@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dkron_exec import Execution, Executor, SQLiteStore
+from dkron_exec import DkronExecError, Execution, Executor, SQLiteStore, Store, StoreError
 
 
 def make(job: str, n: int, success: bool = True) -> Execution:
@@ -99,3 +100,131 @@ def test_processes_write_at_once(tmp_path: Path) -> None:
         stored = ex.executions("shared")
     assert len(stored) == 100
     assert {e.node_name for e in stored} == {"p0", "p1", "p2", "p3"}
+
+
+def test_every_field_round_trips(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "fields.db")
+    started = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    full = Execution(
+        job_name="jöb",
+        started_at=started,
+        finished_at=started.replace(second=5),
+        success=False,
+        output=b"a\x00\xff\xfe\n",
+        node_name="n-1",
+        group=(1 << 60) + 1,
+        attempt=3,
+        exit_code=-9,
+        error="signal: killed",
+        output_truncated=True,
+        output_size=1 << 40,
+        processor_errors=['files: "nope"', "ünïcode"],
+    )
+    bare = Execution(job_name="jöb", started_at=started.replace(hour=1), finished_at=None, success=True)
+    store.put(full)
+    store.put(bare)
+    assert store.get("jöb", full.key) == full
+    assert store.list("jöb") == [full, bare]
+    assert store.get("jöb", "missing") is None
+    assert store.job_names() == ["jöb"]
+
+
+def test_put_many_is_one_transaction() -> None:
+    store = SQLiteStore(retention=3)
+    store.put_many([make("a", n) for n in range(10)])
+    assert store.core.transactions() == 1
+    assert [e.output for e in store.list("a")] == [b"out 9", b"out 8", b"out 7"]
+
+
+def test_concurrent_puts_share_transactions(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "group.db", retention=10_000)
+    start = threading.Barrier(8)
+
+    def writer(t: int) -> None:
+        start.wait()
+        for n in range(100):
+            store.put(make("shared", t * 1000 + n))
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.list("shared")) == 800
+    assert store.core.transactions() < 800
+
+
+OLD_SCHEMA_ROW = (
+    "jöb", "1767225600000000123-n", 1767225600000000123, 1767225601000000000, 0, -15, "boom",
+    "n", 2**60, 2, b"out\x00\xff", 1, 99, '["files: x"]',
+)  # fmt: skip
+
+
+def test_files_of_the_python_store_stay_readable(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    # What the Python sqlite3 store wrote: its schema and encodings.
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE executions (job_name TEXT NOT NULL, key TEXT NOT NULL, started_ns INTEGER NOT NULL,"
+        " finished_ns INTEGER, success INTEGER NOT NULL, exit_code INTEGER, error TEXT,"
+        " node_name TEXT NOT NULL, grp INTEGER NOT NULL, attempt INTEGER NOT NULL, output BLOB NOT NULL,"
+        " output_truncated INTEGER NOT NULL, output_size INTEGER NOT NULL,"
+        " processor_errors TEXT NOT NULL, PRIMARY KEY (job_name, key));"
+        "CREATE INDEX executions_by_start ON executions (job_name, started_ns);"
+    )
+    db.execute(f"INSERT INTO executions VALUES ({', '.join('?' * 14)})", OLD_SCHEMA_ROW)
+    db.commit()
+    db.close()
+    store = SQLiteStore(path)
+    (e,) = store.list("jöb")
+    assert (e.key, e.exit_code, e.error, e.group, e.attempt, e.output, e.output_size) == (
+        "1767225600000000123-n", -15, "boom", 2**60, 2, b"out\x00\xff", 99
+    )
+    assert (e.success, e.output_truncated, e.processor_errors) == (False, True, ["files: x"])
+    assert e.finished_at == datetime(2026, 1, 1, 0, 0, 1, tzinfo=timezone.utc)
+    # And what the Rust store writes reads back the same with sqlite3.
+    store.put(e.replace(key="1767225600000000124-n"))
+    store.close()
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT * FROM executions ORDER BY key").fetchall()
+    assert rows[1] == (*OLD_SCHEMA_ROW[:1], "1767225600000000124-n", 1767225600000000124, *OLD_SCHEMA_ROW[3:])
+
+
+def test_store_errors_name_the_path_and_cause(tmp_path: Path) -> None:
+    folder = rf"^cannot open the store {tmp_path}: .*\(it is a folder\)$"
+    with pytest.raises(StoreError, match=folder) as info:
+        SQLiteStore(tmp_path)
+    assert isinstance(info.value, OSError) and isinstance(info.value, DkronExecError)
+    store = SQLiteStore(tmp_path / "a" / "b" / "created.db")
+    assert (tmp_path / "a" / "b" / "created.db").is_file()
+    store.close()
+    store.close()
+    with pytest.raises(StoreError, match="is closed"):
+        store.put(make("a", 1))
+    with pytest.raises(StoreError, match="is closed"):
+        store.list("a")
+
+
+def test_the_store_protocol() -> None:
+    class ListStore:
+        def __init__(self) -> None:
+            self.items: list[Execution] = []
+
+        def put(self, execution: Execution) -> None:
+            self.items.append(execution)
+
+        def list(self, job_name: str, limit: int | None = None) -> list[Execution]:
+            return [e for e in self.items if e.job_name == job_name][:limit]
+
+        def get(self, job_name: str, key: str) -> Execution | None:
+            return next((e for e in self.items if (e.job_name, e.key) == (job_name, key)), None)
+
+        def job_names(self) -> list[str]:
+            return sorted({e.job_name for e in self.items})
+
+        def close(self) -> None:
+            pass
+
+    assert isinstance(SQLiteStore(), Store)
+    assert isinstance(ListStore(), Store)
+    assert not isinstance(object(), Store)

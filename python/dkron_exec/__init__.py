@@ -9,11 +9,18 @@
 
 from ._core import __version__
 from .discovery import discover_plugins
-from .errors import ConcurrencyError, DkronExecError, ExecutorClosedError, JobError, PluginError
+from .errors import (
+    ConcurrencyError,
+    DkronExecError,
+    ExecutorClosedError,
+    JobError,
+    PluginError,
+    StoreError,
+)
 from .execution import Execution
 from .executor import Executor
 from .job import Job, ShellConfig
-from .store import SQLiteStore, default_store_path
+from .store import SQLiteStore, Store, default_store_path
 
 __all__ = [
     "ConcurrencyError",
@@ -26,6 +33,8 @@ __all__ = [
     "PluginError",
     "SQLiteStore",
     "ShellConfig",
+    "Store",
+    "StoreError",
     "__version__",
     "default_store_path",
     "discover_plugins",

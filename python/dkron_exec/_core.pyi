@@ -1,7 +1,9 @@
 """The Rust core (``rust/``): the run pipeline (plans, runtime), the sinks, and the plugin host."""
 
+import builtins
 import os
 from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import final
 
@@ -17,6 +19,7 @@ __all__ = [
     "PluginHost",
     "RunHandle",
     "Runtime",
+    "SqliteStore",
     "SyslogSink",
     "__version__",
     "log_block",
@@ -87,12 +90,14 @@ class JobPlan:
 
 @final
 class Runtime:
-    """One Executor's engine, plugins, syslog connections and store writer."""
+    """One Executor's engine, plugins, syslog connections and store writer: with ``store``, each
+    run's execution is written there from Rust (else the caller stores it)."""
 
     def __new__(
         cls,
         *,
         node_name: str,
+        store: SqliteStore | None = None,
         output_limit: int = 256000,
         pipe_grace: float = 1.0,
         spool_dir: str | None = None,
@@ -247,3 +252,36 @@ class PluginHost:
         """Plugin output lines (plugin, stream, line); None once the host is closed."""
 
     def close(self, grace: float = 2.0) -> None: ...
+
+@final
+class SqliteStore:
+    """Executions in an SQLite file (or ``":memory:"``), the newest ``retention`` per job.
+
+    Missing parent folders are created; a file is in WAL mode, so several processes can share
+    it. Concurrent puts share transactions. Database calls release the GIL; failures raise
+    ``dkron_exec.errors.StoreError`` naming the path and the cause.
+    """
+
+    def __new__(cls, path: str, retention: int = 100) -> SqliteStore: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def retention(self) -> int: ...
+    def put(self, execution: Execution) -> None:
+        """Stores the execution; returns once it is committed."""
+
+    def put_many(self, executions: Iterable[Execution]) -> None:
+        """Stores all the executions in one transaction."""
+
+    def list(self, job_name: str, limit: int | None = None) -> builtins.list[Execution]:
+        """The job's executions, newest first; at most ``limit``."""
+
+    def get(self, job_name: str, key: str) -> Execution | None: ...
+    def job_names(self) -> builtins.list[str]:
+        """The names of the jobs with stored executions, sorted."""
+
+    def transactions(self) -> int:
+        """Transactions committed so far (concurrent puts share them)."""
+
+    def close(self) -> None:
+        """Closes the database; later calls raise StoreError. Idempotent."""

@@ -29,3 +29,7 @@ class ExecutorClosedError(DkronExecError):
 
 class PluginError(DkronExecError):
     """A plugin could not be found, started, or spoke the protocol wrongly."""
+
+
+class StoreError(DkronExecError, OSError):
+    """The execution store could not be opened, read or written; the message names its path."""

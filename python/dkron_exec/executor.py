@@ -121,6 +121,8 @@ class Executor:
         remove_stale_spools(self.spool_dir)
         self._runtime = _core.Runtime(
             node_name=self.node_name,
+            # The SQLite store is written from Rust; another store gets each execution from here.
+            store=store.core if isinstance(store, SQLiteStore) else None,
             output_limit=output_limit,
             pipe_grace=pipe_grace,
             spool_dir=str(self.spool_dir),

@@ -7,6 +7,7 @@ mod py_plugin;
 mod py_runtime;
 mod py_sinks;
 mod py_syslog;
+mod py_store;
 
 use std::time::Duration;
 
@@ -41,5 +42,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     py_sinks::register(m)?;
     py_syslog::register(m)?;
     py_plugin::register(m)?;
+    py_store::register(m)?;
     Ok(())
 }

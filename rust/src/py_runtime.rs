@@ -22,6 +22,7 @@ use pyo3::sync::PyOnceLock;
 
 use crate::errors::{guard, job_error, ConcurrencyError, ExecutorClosedError};
 use crate::py_execution::{from_py, to_py};
+use crate::py_store::SqliteStore;
 use crate::{seconds, SIGNAL_POLL};
 
 /// A job's executor and chain with every config parsed; raises JobError naming the field.
@@ -138,11 +139,12 @@ pub struct Runtime {
 #[pymethods]
 impl Runtime {
     #[new]
-    #[pyo3(signature = (*, node_name, output_limit = 256_000, pipe_grace = 1.0, spool_dir = None, retry_backoff = 0.5,
-                        worker_threads = 1, plugin_timeout = Some(30.0), plugin_start_timeout = 10.0))]
+    #[pyo3(signature = (*, node_name, store = None, output_limit = 256_000, pipe_grace = 1.0, spool_dir = None,
+                        retry_backoff = 0.5, worker_threads = 1, plugin_timeout = Some(30.0), plugin_start_timeout = 10.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         node_name: String,
+        store: Option<&SqliteStore>,
         output_limit: usize,
         pipe_grace: f64,
         spool_dir: Option<PathBuf>,
@@ -161,7 +163,7 @@ impl Runtime {
         };
         let host_config =
             HostConfig { start_timeout: seconds(Some(plugin_start_timeout), "plugin_start_timeout")?.unwrap_or_default(), ..HostConfig::default() };
-        let recorder: Option<Arc<dyn Recorder>> = None;
+        let recorder = store.map(|s| s.inner() as Arc<dyn Recorder>);
         let inner = CoreRuntime::new(settings, worker_threads, host_config, recorder, Arc::new(PythonLogHost))?;
         Ok(Self { inner: Arc::new(inner) })
     }

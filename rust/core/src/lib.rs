@@ -2,7 +2,8 @@
 //!
 //! `engine` supervises job processes (`job`) on a small tokio runtime; `capture` bounds their
 //! output and `spool` keeps what outgrows it on disk; `proctree` finds and kills whole process
-//! trees; `sinks` are the built-in processors' writers; `plugin` hosts plugin processes.
+//! trees; `sinks` are the built-in processors' writers; `plugin` hosts plugin processes; `store`
+//! keeps executions (SQLite).
 
 pub mod capture;
 pub mod chain;
@@ -19,3 +20,4 @@ pub mod proctree;
 pub mod run;
 pub mod sinks;
 pub mod spool;
+pub mod store;

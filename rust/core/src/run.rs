@@ -28,6 +28,12 @@ pub trait Recorder: Send + Sync {
     fn record(&self, execution: &Execution) -> Result<(), String>;
 }
 
+impl Recorder for crate::store::SqliteStore {
+    fn record(&self, execution: &Execution) -> Result<(), String> {
+        self.put(execution).map_err(|e| e.to_string())
+    }
+}
+
 /// Streamed output for the caller: (is stderr, chunk).
 pub type OutputFn = dyn Fn(bool, &[u8]) + Send + Sync;
 
