@@ -350,7 +350,7 @@ def test_full_output_off_uses_the_kept_output(
 
 def test_spool_limit() -> None:
     def spool_limit(**files: Any) -> int:
-        return Job.from_dict(files_job(**files)).plan.spool_limit
+        return int(Job.from_dict(files_job(**files)).plan.spool_limit)
 
     assert spool_limit() == 1 << 30
     assert spool_limit(max_size="10MB") == 10 << 20
