@@ -400,39 +400,12 @@ fn parse_max_message(destination: &Destination, value: Option<&str>) -> Result<u
     Ok(n)
 }
 
-/// A Go duration (`500ms`, `2s`, `1m30s`) or a plain number of seconds; more than 0, at most 5m.
+/// A Go duration (`500ms`, `2s`, `1m30s`), through `goval` as every duration of a job; more than
+/// 0, at most 5m.
 fn parse_timeout(v: &str) -> Result<Duration> {
-    let bad = || ConfigError::new("timeout", v, "must be a duration such as 500ms or 2s, at most 5m");
-    let d = if let Ok(secs) = v.parse::<f64>() {
-        if !secs.is_finite() || secs < 0.0 {
-            return Err(bad());
-        }
-        Duration::from_secs_f64(secs)
-    } else {
-        let mut total = Duration::ZERO;
-        let mut rest = v;
-        if rest.is_empty() {
-            return Err(bad());
-        }
-        while !rest.is_empty() {
-            let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-            let n: f64 = rest[..num_end].parse().map_err(|_| bad())?;
-            rest = &rest[num_end..];
-            let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-            let scale = match &rest[..unit_end] {
-                "ns" => 1e-9,
-                "us" | "µs" => 1e-6,
-                "ms" => 1e-3,
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                _ => return Err(bad()),
-            };
-            total += Duration::from_secs_f64(n * scale);
-            rest = &rest[unit_end..];
-        }
-        total
-    };
+    let bad = || ConfigError::new("timeout", v, "must be a Go duration such as 500ms or 2s, more than 0 and at most 5m");
+    let ns = crate::goval::parse_duration(v).map_err(|_| bad())?;
+    let d = u64::try_from(ns).map(Duration::from_nanos).map_err(|_| bad())?;
     if d.is_zero() || d > Duration::from_secs(300) {
         return Err(bad());
     }
@@ -472,7 +445,7 @@ mod tests {
         assert_eq!((c.facility, c.severity, c.failure_severity), (19, 5, 2));
         assert_eq!(cfg(&[("facility", "log_daemon")]).unwrap().facility, 3);
         assert_eq!(cfg(&[("timeout", "1m30s")]).unwrap().timeout, Duration::from_secs(90));
-        assert_eq!(cfg(&[("timeout", "0.25")]).unwrap().timeout, Duration::from_millis(250));
+        assert_eq!(cfg(&[("timeout", "250ms")]).unwrap().timeout, Duration::from_millis(250));
     }
 
     #[test]
@@ -501,6 +474,11 @@ mod tests {
             (&[("oversize", "drop")], "oversize", "drop"),
             (&[("timeout", "0s")], "timeout", "0s"),
             (&[("timeout", "2 weeks")], "timeout", "2 weeks"),
+            // Go durations only: a bare number has no unit.
+            (&[("timeout", "0.25")], "timeout", "0.25"),
+            (&[("timeout", "5")], "timeout", "5"),
+            (&[("timeout", "6m")], "timeout", "6m"),
+            (&[("timeout", "-1s")], "timeout", "-1s"),
             (&[("facilty", "cron")], "facilty", "cron"),
         ];
         for (pairs, key, value) in cases {
