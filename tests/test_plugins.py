@@ -126,6 +126,7 @@ def test_eight_concurrent_executions_share_one_plugin_process(ex: Executor, plug
     install(plugin_dir, "processor", "slow", PROCESSOR)
     ex.run(shell_job("j", "echo hello", processors={"slow": {}}))  # started once
     pid = ex.plugins.pid("processor", "slow")
+    assert pid is not None
     results = []
     started = time.monotonic()
 
