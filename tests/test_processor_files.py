@@ -96,6 +96,7 @@ def test_binary_output_is_written_as_is(executor: Executor, tmp_path: Path) -> N
     data = bytes(range(256)) * 3
     out = executor.process(files_job(log_dir=str(tmp_path)), an_execution(output=data))
     assert written(out) == data
+    assert executor.executions("job") == []  # process() stores nothing
 
 
 # -- default log_dir ---------------------------------------------------------------------------------
