@@ -14,21 +14,17 @@ import pytest
 
 from conftest import pid_alive, wait_gone
 from dkron_exec import ConcurrencyError, Execution, Executor, ExecutorClosedError
-from dkron_exec.attempts import retry_delay
-
-
-def shell_job(command: str, name: str = "job", **config: Any) -> dict[str, Any]:
-    return {"name": name, "executor": "shell", "executor_config": {"command": command, **config}}
+from jobs import shell_job
 
 
 def test_direct_command_is_split_like_a_shell(executor: Executor) -> None:
-    e = executor.run(shell_job("printf '%s|' 'a b' c"))
+    e = executor.run(shell_job("job", "printf '%s|' 'a b' c", shell=False))
     assert e.success and e.exit_code == 0 and e.error is None
     assert e.output == b"a b|c|"
 
 
 def test_shell_true_runs_through_sh(executor: Executor) -> None:
-    e = executor.run(shell_job("echo abc | tr a-c x-z; echo $((6*7))", shell=True))
+    e = executor.run(shell_job("job", "echo abc | tr a-c x-z; echo $((6*7))"))
     assert e.output == b"xyz\n42\n"
 
 
@@ -38,7 +34,7 @@ def test_short_form_from_the_seed(executor: Executor) -> None:
 
 
 def test_failure_records_exit_code_and_error(executor: Executor) -> None:
-    e = executor.run(shell_job("echo before; exit 3", shell=True))
+    e = executor.run(shell_job("job", "echo before; exit 3"))
     assert not e.success
     assert e.exit_code == 3
     assert e.error == "exit status 3"
@@ -47,7 +43,7 @@ def test_failure_records_exit_code_and_error(executor: Executor) -> None:
 
 
 def test_missing_program_is_a_stored_failure(executor: Executor) -> None:
-    e = executor.run(shell_job("/no/such/program"))
+    e = executor.run(shell_job("job", "/no/such/program", shell=False))
     assert not e.success and e.exit_code is None
     assert "could not start" in (e.error or "")
     assert executor.executions("job")[0].key == e.key
@@ -59,36 +55,36 @@ def test_missing_program_is_a_stored_failure(executor: Executor) -> None:
     ids=["comma", "list", "object"],
 )
 def test_env_forms_and_job_name(executor: Executor, env: object) -> None:
-    e = executor.run(shell_job('echo "$FOO/$BAR/$ENV_JOB_NAME"', name="env-job", shell=True, env=env))
+    e = executor.run(shell_job("env-job", 'echo "$FOO/$BAR/$ENV_JOB_NAME"', env=env))
     assert e.output == b"one/two words/env-job\n"
 
 
 def test_env_overrides_the_host_environment(executor: Executor, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DKRON_EXEC_TEST_VAR", "host")
-    e = executor.run(shell_job("echo $DKRON_EXEC_TEST_VAR", shell=True, env="DKRON_EXEC_TEST_VAR=job"))
+    e = executor.run(shell_job("job", "echo $DKRON_EXEC_TEST_VAR", env="DKRON_EXEC_TEST_VAR=job"))
     assert e.output == b"job\n"
 
 
 def test_cwd(executor: Executor, tmp_path: Path) -> None:
-    e = executor.run(shell_job("pwd", cwd=str(tmp_path)))
+    e = executor.run(shell_job("job", "pwd", shell=False, cwd=str(tmp_path)))
     assert e.output.decode().strip() == str(tmp_path)
 
 
 def test_a_bad_cwd_is_a_stored_failure(executor: Executor) -> None:
-    e = executor.run(shell_job("pwd", cwd="/no/such/dir"))
+    e = executor.run(shell_job("job", "pwd", shell=False, cwd="/no/such/dir"))
     assert not e.success and "could not start" in (e.error or "")
 
 
 def test_one_mib_payload_goes_to_stdin(executor: Executor) -> None:
     payload = os.urandom(1 << 20)
-    e = executor.run(shell_job("sha256sum", payload=base64.b64encode(payload).decode()))
+    e = executor.run(shell_job("job", "sha256sum", shell=False, payload=base64.b64encode(payload).decode()))
     assert e.success, e.error
     assert e.output.split()[0].decode() == hashlib.sha256(payload).hexdigest()
 
 
 def test_payload_to_a_job_that_never_reads_stdin(executor: Executor) -> None:
     payload = base64.b64encode(os.urandom(1 << 20)).decode()
-    e = executor.run(shell_job("echo ignored", payload=payload))
+    e = executor.run(shell_job("job", "echo ignored", shell=False, payload=payload))
     assert e.success and e.output == b"ignored\n"
 
 
@@ -97,7 +93,7 @@ def test_timeout_kills_the_whole_tree(executor: Executor, tmp_path: Path) -> Non
     pidfile = tmp_path / "pids"
     script = f"sh -c 'trap \"\" TERM; echo $$ >> {pidfile}; exec sleep 60' & echo $$ >> {pidfile}; sleep 60"
     t0 = time.monotonic()
-    e = executor.run(shell_job(script, shell=True, timeout="1s"))
+    e = executor.run(shell_job("job", script, timeout="1s"))
     elapsed = time.monotonic() - t0
     assert elapsed < 3.0, elapsed
     assert not e.success
@@ -111,7 +107,7 @@ def test_timeout_kills_the_whole_tree(executor: Executor, tmp_path: Path) -> Non
 def test_mem_limit_kills_the_job(executor: Executor) -> None:
     script = "python3 -c 'import time; b = bytearray(300 << 20); time.sleep(30)'"
     t0 = time.monotonic()
-    e = executor.run(shell_job(script, shell=True, mem_limit="64MB"))
+    e = executor.run(shell_job("job", script, mem_limit="64MB"))
     assert time.monotonic() - t0 < 10
     assert not e.success
     assert "memory limit of 67108864 bytes" in (e.error or "")
@@ -119,7 +115,7 @@ def test_mem_limit_kills_the_job(executor: Executor) -> None:
 
 def test_output_over_the_limit_keeps_the_tail_and_the_error() -> None:
     with Executor(":memory:", output_limit=4096) as ex:
-        e = ex.run(shell_job("seq 1 200000; exit 7", shell=True))
+        e = ex.run(shell_job("job", "seq 1 200000; exit 7"))
     assert e.output_truncated
     assert len(e.output) == 4096
     assert e.output.endswith(b"199999\n200000\nexit status 7\n")
@@ -128,13 +124,13 @@ def test_output_over_the_limit_keeps_the_tail_and_the_error() -> None:
 
 def test_default_output_limit_is_dkrons() -> None:
     with Executor(":memory:") as ex:
-        e = ex.run(shell_job("head -c 300000 /dev/zero"))
+        e = ex.run(shell_job("job", "head -c 300000 /dev/zero", shell=False))
     assert len(e.output) == 256_000 and e.output_truncated and e.output_size == 300_000
 
 
 def test_execution_fields(executor: Executor) -> None:
     before = time.time()
-    e = executor.run(shell_job("true"))
+    e = executor.run(shell_job("job", "true", shell=False))
     assert isinstance(e, Execution)
     assert e.node_name == "test-node" and e.attempt == 1 and e.job_name == "job"
     assert e.started_at.tzinfo is not None and e.finished_at is not None
@@ -148,8 +144,7 @@ def test_execution_fields(executor: Executor) -> None:
 
 
 def test_retries_share_a_group_and_count_attempts(executor: Executor) -> None:
-    job = shell_job("echo try; exit 1", name="flaky", shell=True)
-    job["retries"] = 2
+    job = shell_job("flaky", "echo try; exit 1", retries=2)
     e = executor.run(job)
     assert not e.success and e.attempt == 3
     stored = executor.executions("flaky")
@@ -159,16 +154,14 @@ def test_retries_share_a_group_and_count_attempts(executor: Executor) -> None:
 
 def test_retry_stops_at_the_first_success(executor: Executor, tmp_path: Path) -> None:
     counter = tmp_path / "n"
-    job = shell_job(f"echo x >> {counter}; test $(wc -l < {counter}) -ge 2", name="second", shell=True)
-    job["retries"] = 5
+    job = shell_job("second", f"echo x >> {counter}; test $(wc -l < {counter}) -ge 2", retries=5)
     e = executor.run(job)
     assert e.success and e.attempt == 2
     assert [x.success for x in executor.executions("second")] == [True, False]
 
 
 def test_forbid_refuses_a_second_run(executor: Executor) -> None:
-    job = shell_job("sleep 1", name="exclusive")
-    job["concurrency"] = "forbid"
+    job = shell_job("exclusive", "sleep 1", shell=False, concurrency="forbid")
     first: list[Execution] = []
     t = threading.Thread(target=lambda: first.append(executor.run(job)))
     t.start()
@@ -178,12 +171,12 @@ def test_forbid_refuses_a_second_run(executor: Executor) -> None:
     t.join()
     assert first[0].success
     # Once the first run is over, the job may run again.
-    assert executor.run({**job, "executor_config": {"command": "true"}}).success
+    assert executor.run(shell_job("exclusive", "true", shell=False, concurrency="forbid")).success
     assert len(executor.executions("exclusive")) == 2
 
 
 def test_allow_runs_concurrently(executor: Executor) -> None:
-    job = shell_job("sleep 0.5", name="parallel")
+    job = shell_job("parallel", "sleep 0.5", shell=False)
     results: list[Execution] = []
     threads = [threading.Thread(target=lambda: results.append(executor.run(job))) for _ in range(4)]
     t0 = time.monotonic()
@@ -203,7 +196,7 @@ def test_unknown_executor_is_a_stored_failure(executor: Executor) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="su needs root")
 def test_su_runs_as_another_user(executor: Executor) -> None:
-    e = executor.run(shell_job("id -u -n", su="nobody"))
+    e = executor.run(shell_job("job", "id -u -n", shell=False, su="nobody"))
     assert e.success, e.error
     assert e.output == b"nobody\n"
 
@@ -212,7 +205,7 @@ def test_close_kills_running_jobs(tmp_path: Path) -> None:
     ex = Executor(":memory:")
     pidfile = tmp_path / "pid"
     result: list[Execution] = []
-    job = shell_job(f"echo $$ > {pidfile}; exec sleep 60", shell=True)
+    job = shell_job("job", f"echo $$ > {pidfile}; exec sleep 60")
     t = threading.Thread(target=lambda: result.append(ex.run(job)))
     t.start()
     deadline = time.monotonic() + 5
@@ -227,21 +220,22 @@ def test_close_kills_running_jobs(tmp_path: Path) -> None:
     assert wait_gone([pid]) == []
     assert result and not result[0].success
     with pytest.raises(ExecutorClosedError):
-        ex.run(shell_job("true"))
+        ex.run(shell_job("job", "true", shell=False))
 
 
-@pytest.mark.parametrize(
-    ("attempt", "elapsed", "expected"),
-    [
-        (1, 0.1, 0.5),  # a quick failure: the attempt number alone, as Dkron's formula floors it
-        (2, 0.1, 1.0),
-        (1, 2.0, 1.5),  # log2(2.0 / 0.5) = 2 more steps for a run that took 2 s
-        (3, 4.0, 3.0),
-    ],
-)
-def test_retry_delay_follows_dkrons_formula(attempt: int, elapsed: float, expected: float) -> None:
-    assert retry_delay(0.5, attempt, elapsed) == pytest.approx(expected)
-    assert retry_delay(0, attempt, elapsed) == 0
+def test_retries_wait_dkrons_backoff(tmp_path: Path) -> None:
+    # Dkron's delay before attempt n + 1 is (log2(elapsed / base) + n) * base, the logarithm
+    # floored at zero: for attempts much shorter than the base, n * base (run::retry_delay's
+    # unit tests cover the formula). Each attempt writes the time it started.
+    base = 0.3
+    starts = tmp_path / "starts"
+    with Executor(":memory:", retry_backoff=base) as ex:
+        e = ex.run(shell_job("backoff", f"date +%s.%N >> {starts}; exit 1", retries=2))
+    assert not e.success and e.attempt == 3
+    first, second, third = (float(t) for t in starts.read_text().split())
+    gaps = [second - first, third - second]
+    assert base <= gaps[0] < base + 0.4, gaps
+    assert 2 * base <= gaps[1] < 2 * base + 0.4, gaps
 
 
 def _start_in_thread(executor: Executor, job: dict[str, Any]) -> tuple[threading.Thread, list[Execution]]:
@@ -261,8 +255,7 @@ def _wait_for_pid(pidfile: Path) -> int:
 
 def test_cancel_kills_a_running_job_and_stores_it(executor: Executor, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
-    job = shell_job(f"echo $$ > {pidfile}; echo started; exec sleep 60", name="long", shell=True)
-    job["retries"] = 3
+    job = shell_job("long", f"echo $$ > {pidfile}; echo started; exec sleep 60", retries=3)
     t, result = _start_in_thread(executor, job)
     pid = _wait_for_pid(pidfile)
     assert executor.cancel("other") == 0
@@ -280,7 +273,7 @@ def test_cancel_kills_a_running_job_and_stores_it(executor: Executor, tmp_path: 
 async def test_cancel_reaches_async_runs(executor: Executor) -> None:
     import asyncio
 
-    task = asyncio.create_task(executor.run_async(shell_job("sleep 60", name="a-long")))
+    task = asyncio.create_task(executor.run_async(shell_job("a-long", "sleep 60", shell=False)))
     for _ in range(100):
         if executor.running():
             break

@@ -13,11 +13,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from conftest import pid_alive, wait_gone
 from dkron_exec import Executor, PluginError
+from dkron_exec._core import PluginHost
 from dkron_exec.plugin import COOKIE_VALUE
+from jobs import an_execution, shell_job
 from plugin_support import PROCESSOR, install, install_example
 
 
@@ -34,10 +37,6 @@ def ex(tmp_path: Path, plugin_dir: Path) -> Iterator[Executor]:
         yield e
 
 
-def job(processors: dict[str, dict[str, str]], command: str = "echo hello") -> dict[str, object]:
-    return {"name": "j", "command": command, "processors": processors}
-
-
 def test_a_chain_of_two_plugin_processors_runs_in_order_then_the_store(
     ex: Executor, plugin_dir: Path
 ) -> None:
@@ -45,7 +44,7 @@ def test_a_chain_of_two_plugin_processors_runs_in_order_then_the_store(
     install(plugin_dir, "processor", "second-one", PROCESSOR)
     for order in (["first", "second-one"], ["second-one", "first"]):
         steps = {name: {"append": f"<{name}>"} for name in order}
-        execution = ex.run(job(steps))
+        execution = ex.run(shell_job("j", "echo hello", processors=steps))
         assert execution.output == b"hello\n" + b"".join(f"<{n}>".encode() for n in order)
         assert execution.processor_errors == []
         stored = ex.execution("j", execution.key)
@@ -60,7 +59,7 @@ def test_mixed_chain_with_the_log_builtin(
     steps = {"mark": {"append": "<mark>"}, "log": {"forward": "true"}, "mark2": {}}
     install(plugin_dir, "processor", "mark2", PROCESSOR)
     steps["mark2"] = {"append": "<mark2>"}
-    execution = ex.run(job(steps))
+    execution = ex.run(shell_job("j", "echo hello", processors=steps))
     assert execution.output == b"hello\n<mark><mark2>"
     assert execution.processor_errors == []
     # The log built-in (which writes to fd 1) saw the first plugin's result, not the second's.
@@ -125,8 +124,9 @@ async def test_executor_plugin_from_asyncio(ex: Executor, plugin_dir: Path) -> N
 
 def test_eight_concurrent_executions_share_one_plugin_process(ex: Executor, plugin_dir: Path) -> None:
     install(plugin_dir, "processor", "slow", PROCESSOR)
-    ex.run(job({"slow": {}}))  # started once
+    ex.run(shell_job("j", "echo hello", processors={"slow": {}}))  # started once
     pid = ex.plugins.pid("processor", "slow")
+    assert pid is not None
     results = []
     started = time.monotonic()
 
@@ -156,16 +156,18 @@ def test_eight_concurrent_executions_share_one_plugin_process(ex: Executor, plug
 def test_a_crash_mid_call_costs_one_step_and_the_next_call_works(ex: Executor, plugin_dir: Path) -> None:
     install(plugin_dir, "processor", "fragile", PROCESSOR)
     install(plugin_dir, "processor", "after", PROCESSOR)
-    ex.run(job({"fragile": {}}))
+    ex.run(shell_job("j", "echo hello", processors={"fragile": {}}))
     first_pid = ex.plugins.pid("processor", "fragile")
-    execution = ex.run(job({"fragile": {"crash": "1"}, "after": {"append": "<after>"}}))
+    execution = ex.run(
+        shell_job("j", "echo hello", processors={"fragile": {"crash": "1"}, "after": {"append": "<after>"}})
+    )
     assert execution.success  # the job itself succeeded
     assert execution.output == b"hello\n<after>"  # the chain went on
     [err] = execution.processor_errors
     assert err.startswith("fragile: plugin processor 'fragile'") and "exit status 7" in err
     stored = ex.execution("j", execution.key)
     assert stored is not None and stored.processor_errors == [err]
-    again = ex.run(job({"fragile": {"append": "<ok>"}}))
+    again = ex.run(shell_job("j", "echo hello", processors={"fragile": {"append": "<ok>"}}))
     assert again.output == b"hello\n<ok>" and again.processor_errors == []
     assert ex.plugins.pid("processor", "fragile") not in (None, first_pid)
     assert not pid_alive(first_pid or 0)
@@ -174,17 +176,19 @@ def test_a_crash_mid_call_costs_one_step_and_the_next_call_works(ex: Executor, p
 def test_a_hang_past_the_timeout_is_recorded_and_the_plugin_killed(tmp_path: Path, plugin_dir: Path) -> None:
     install(plugin_dir, "processor", "hang", PROCESSOR)
     with Executor(":memory:", plugin_dirs=[plugin_dir], plugin_timeout=0.5) as ex:
-        ex.run(job({"hang": {}}))
+        ex.run(shell_job("j", "echo hello", processors={"hang": {}}))
         pid = ex.plugins.pid("processor", "hang")
         assert pid
         started = time.monotonic()
-        execution = ex.run(job({"hang": {"sleep": "3600"}}))
+        execution = ex.run(shell_job("j", "echo hello", processors={"hang": {"sleep": "3600"}}))
         assert time.monotonic() - started < 3
         [err] = execution.processor_errors
         assert "hang" in err and "timed out after 500ms" in err
         assert execution.output == b"hello\n"
         assert wait_gone([pid], 3.0) == []  # no answer to the cancel: killed as hung
-        assert ex.run(job({"hang": {"append": "!"}})).output == b"hello\n!"
+        assert (
+            ex.run(shell_job("j", "echo hello", processors={"hang": {"append": "!"}})).output == b"hello\n!"
+        )
 
 
 GARBAGE = """
@@ -216,7 +220,7 @@ def test_garbage_and_oversize_frames_kill_the_plugin(
     ex: Executor, plugin_dir: Path, payload: bytes, expect: str
 ) -> None:
     install(plugin_dir, "processor", "bad", f"PAYLOAD = b'{payload.decode()}'\n" + GARBAGE)
-    execution = ex.run(job({"bad": {}}))
+    execution = ex.run(shell_job("j", "echo hello", processors={"bad": {}}))
     [err] = execution.processor_errors
     assert expect in err and "dkron-processor-bad" in err and "killed" in err
     assert ex.plugins.pid("processor", "bad") is None
@@ -232,7 +236,11 @@ def test_print_noise_goes_to_logging_not_the_channel(
     )
     install(plugin_dir, "processor", "noisy", noisy)
     caplog.set_level(logging.DEBUG, logger="dkron_exec.plugin")
-    execution = ex.run(job({"noisy": {"print": "printing during the call", "append": "!"}}))
+    execution = ex.run(
+        shell_job(
+            "j", "echo hello", processors={"noisy": {"print": "printing during the call", "append": "!"}}
+        )
+    )
     assert execution.output == b"hello\n!" and execution.processor_errors == []
     deadline = time.monotonic() + 3
     while (
@@ -263,7 +271,7 @@ if os.environ.get("DKRON_PLUGIN_MAGIC_COOKIE") != "{COOKIE_VALUE[::-1]}":
 """
     install(plugin_dir, "processor", "other-cookie", wrong)
     install(plugin_dir, "processor", "quitter", "import sys\nsys.exit(4)\n")
-    execution = ex.run(job({"other-cookie": {}, "quitter": {}}))
+    execution = ex.run(shell_job("j", "echo hello", processors={"other-cookie": {}, "quitter": {}}))
     cookie_err, quit_err = execution.processor_errors
     assert "other-cookie" in cookie_err and "exited before the handshake (exit status 1)" in cookie_err
     assert "not meant to be executed directly" in cookie_err
@@ -271,21 +279,37 @@ if os.environ.get("DKRON_PLUGIN_MAGIC_COOKIE") != "{COOKIE_VALUE[::-1]}":
     assert execution.success and execution.output == b"hello\n"
 
 
-def test_plugin_processor_errors_raise_plugin_error(ex: Executor, plugin_dir: Path) -> None:
-    install(plugin_dir, "processor", "picky", PROCESSOR)
-    execution = ex.run(job({"picky": {"raise": "bad config"}}))
-    assert execution.processor_errors == [
-        f"picky: plugin processor 'picky' ({plugin_dir}/dkron-processor-picky): ValueError: bad config"
-    ]
-    with pytest.raises(PluginError) as info:
-        ex.plugins.process("picky", execution, {"raise": "again"})
-    assert getattr(info.value, "kind", None) == "remote"
+def test_plugin_processor_errors_are_recorded_by_run_and_process(ex: Executor, plugin_dir: Path) -> None:
+    path = install(plugin_dir, "processor", "picky", PROCESSOR)
+    execution = ex.run(shell_job("j", "echo hello", processors={"picky": {"raise": "bad config"}}))
+    assert execution.processor_errors == [f"picky: plugin processor 'picky' ({path}): ValueError: bad config"]
+    # The same step without a run: the error is recorded the same way, the execution kept.
+    before = an_execution("j", output=b"kept\n")
+    after = ex.process(shell_job("j", "echo hello", processors={"picky": {"raise": "again"}}), before)
+    assert after.processor_errors == [f"picky: plugin processor 'picky' ({path}): ValueError: again"]
+    assert after.output == b"kept\n" and after.key == before.key
+
+
+def test_a_raising_processor_is_a_remote_plugin_error_for_a_direct_call(plugin_dir: Path) -> None:
+    path = install(plugin_dir, "processor", "picky", PROCESSOR)
+    host = PluginHost()
+    try:
+        host.register("processor", "picky", str(path))
+        execution = an_execution("j").to_dict()
+        del execution["output"]  # the body carries it
+        fields = {"execution": execution, "config": {"raise": "again"}}
+        with pytest.raises(PluginError) as info:
+            host.process("picky", orjson.dumps(fields), b"out")
+        assert getattr(info.value, "kind", None) == "remote"
+        assert str(info.value).endswith("ValueError: again")
+    finally:
+        host.close()
 
 
 def test_close_stops_the_plugins(tmp_path: Path, plugin_dir: Path) -> None:
     install(plugin_dir, "processor", "p", PROCESSOR)
     ex = Executor(":memory:", plugin_dirs=[plugin_dir])
-    ex.run(job({"p": {}}))
+    ex.run(shell_job("j", "echo hello", processors={"p": {}}))
     pid = ex.plugins.pid("processor", "p")
     assert pid and pid_alive(pid)
     ex.close()

@@ -8,18 +8,14 @@ import logging
 import subprocess
 import sys
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dkron_exec import Execution, Executor, JobError
+from dkron_exec import Execution, Executor, Job, JobError
 from dkron_exec._core import log_block
-from dkron_exec.processors import ProcessContext, validate_processor_config
-from dkron_exec.processors.log import LogProcessor
-
-CTX = ProcessContext(node_name="test-node")
+from jobs import an_execution, shell_job
 
 
 def block(job: str, key: str, output: bytes) -> bytes:
@@ -30,24 +26,14 @@ def block(job: str, key: str, output: bytes) -> bytes:
     )
 
 
+def log_job(**log: Any) -> dict[str, Any]:
+    """A job whose only processor is log with this config (for ``Executor.process``)."""
+    return shell_job("job", "true", processors={"log": log})
+
+
 def execution(success: bool = True, output: bytes = b"out\n") -> Execution:
-    return Execution(
-        job_name="job",
-        started_at=datetime.now(timezone.utc),
-        finished_at=None,
-        success=success,
-        output=output,
-        key="17-node",
-    )
-
-
-def job(name: str, command: str, **log: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "executor": "shell",
-        "executor_config": {"command": command, "shell": True},
-        "processors": {"log": log},
-    }
+    """An execution of ``job`` keyed ``17-node``."""
+    return an_execution("job", started_ns=17, success=success, output=output)
 
 
 HOST = """
@@ -92,37 +78,43 @@ def test_block_on_the_real_stdout_and_stderr_of_a_host(tmp_path: Path) -> None:
     ("forward", "kept"), [(True, True), ("true", True), (False, False), ("false", False)]
 )
 def test_forward(executor: Executor, capfd: pytest.CaptureFixture[str], forward: Any, kept: bool) -> None:
-    e = executor.run(job("fw", "echo hi", forward=forward))
+    e = executor.run(shell_job("fw", "echo hi", processors={"log": {"forward": forward}}))
     assert e.output == (b"hi\n" if kept else b"Output in dkron log")
     assert executor.execution("fw", e.key) == e
     assert capfd.readouterr().out == block("fw", e.key, b"hi\n").decode()
 
 
 def test_forward_missing_means_false(executor: Executor, capfd: pytest.CaptureFixture[str]) -> None:
-    e = executor.run(job("fw", "echo hi"))
+    e = executor.run(shell_job("fw", "echo hi", processors={"log": {}}))
     assert e.output == b"Output in dkron log"
     capfd.readouterr()
 
 
-def test_failure_goes_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
-    LogProcessor().process(execution(success=False, output=b"boom\n"), {}, CTX)
-    out, err = capfd.readouterr()
-    assert out == "" and err == block("job", "17-node", b"boom\n").decode()
+def test_failure_goes_to_stderr(executor: Executor, capfd: pytest.CaptureFixture[str]) -> None:
+    out = executor.process(log_job(), execution(success=False, output=b"boom\n"))
+    assert out.output == b"Output in dkron log" and out.processor_errors == []
+    stdout, stderr = capfd.readouterr()
+    assert stdout == "" and stderr == block("job", "17-node", b"boom\n").decode()
 
 
-def test_binary_output_is_written_as_is(capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+def test_binary_output_is_written_as_is(
+    executor: Executor, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
     data = bytes(range(256))
-    LogProcessor().process(execution(output=data), {"forward": "true"}, CTX)
+    out = executor.process(log_job(forward="true"), execution(output=data))
+    assert out.output == data
     assert capfdbinary.readouterr().out == block("job", "17-node", data)
 
 
-def test_concurrent_blocks_do_not_interleave(capfdbinary: pytest.CaptureFixture[bytes]) -> None:
-    proc = LogProcessor()
+def test_concurrent_blocks_do_not_interleave(
+    executor: Executor, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    job = Job.from_dict(log_job())
     outputs = [bytes([65 + i]) * 20_000 for i in range(8)]
 
     def run(data: bytes) -> None:
         for _ in range(5):
-            proc.process(execution(output=data), {}, CTX)
+            executor.process(job, execution(output=data))
 
     threads = [threading.Thread(target=run, args=(d,)) for d in outputs]
     for t in threads:
@@ -147,12 +139,16 @@ def test_log_block_matches_dkron() -> None:
 # -- logging target ------------------------------------------------------------------------------
 
 
-def test_logging_target(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+def test_logging_target(
+    executor: Executor, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
     caplog.set_level(logging.INFO, logger="dkron_exec.processors.log")
-    proc = LogProcessor()
-    out = proc.process(execution(output=b"fine\n"), {"target": "logging"}, CTX)
-    proc.process(execution(success=False, output=b"bad\n"), {"target": "logging", "forward": "true"}, CTX)
+    out = executor.process(log_job(target="logging"), execution(output=b"fine\n"))
+    forwarded = executor.process(
+        log_job(target="logging", forward="true"), execution(success=False, output=b"bad\n")
+    )
     assert out.output == b"Output in dkron log"
+    assert forwarded.output == b"bad\n"
     ok, bad = caplog.records
     assert ok.name == bad.name == "dkron_exec.processors.log"
     assert (ok.levelno, bad.levelno) == (logging.INFO, logging.ERROR)
@@ -165,15 +161,18 @@ def test_logging_target(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureF
 # -- validation ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("key", "value"), [("forward", "yes"), ("target", "syslog"), ("target", "")])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("forward", "yes"), ("target", "syslog"), ("target", ""), ("taget", "logging")],
+)
 def test_bad_config_is_a_job_error(key: str, value: str) -> None:
     with pytest.raises(JobError) as info:
-        validate_processor_config("log", {key: value})
+        Job.from_dict(log_job(**{key: value}))
     assert info.value.field == f"processors.log.{key}"
+    assert info.value.value == value
     assert repr(value) in str(info.value)
 
 
 def test_good_config_passes() -> None:
-    validate_processor_config("log", {})
-    validate_processor_config("log", {"forward": "true", "target": "logging"})
-    validate_processor_config("log", {"target": "stdio"})
+    for good in ({}, {"forward": "true", "target": "logging"}, {"target": "stdio"}):
+        assert Job.from_dict(log_job(**good)).processors == {"log": good}

@@ -178,7 +178,13 @@ def test_files_of_the_python_store_stay_readable(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     (e,) = store.list("jöb")
     assert (e.key, e.exit_code, e.error, e.group, e.attempt, e.output, e.output_size) == (
-        "1767225600000000123-n", -15, "boom", 2**60, 2, b"out\x00\xff", 99
+        "1767225600000000123-n",
+        -15,
+        "boom",
+        2**60,
+        2,
+        b"out\x00\xff",
+        99,
     )
     assert (e.success, e.output_truncated, e.processor_errors) == (False, True, ["files: x"])
     assert e.finished_at == datetime(2026, 1, 1, 0, 0, 1, tzinfo=timezone.utc)

@@ -8,18 +8,14 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from dkron_exec import Executor, Job
 from dkron_exec._core import SyslogSink
 from dkron_exec.errors import JobError
-from dkron_exec.execution import Execution
-from dkron_exec.processors import ProcessContext, builtin_classes, validate_processor_config
-from dkron_exec.processors.syslog import SyslogProcessor
+from jobs import an_execution, shell_job
 from syslogd import Line, Syslogd
 
 CRON_INFO = 9 * 8 + 6
@@ -48,13 +44,25 @@ def destinations(d: Syslogd) -> dict[str, dict[str, str]]:
     }
 
 
-def job(name: str, command: str, syslog: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "executor": "shell",
-        "executor_config": {"command": command, "shell": "true"},
-        "processors": {"syslog": syslog},
-    }
+def connections_to(port: int, protocol: str) -> int:
+    """How many of this process's sockets (``tcp`` or ``udp``, IPv4) are connected to
+    ``127.0.0.1:port``: the sockets a syslog sink opened."""
+    ours = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            ours.add(target[len("socket:[") : -1])
+    established = "01"
+    count = 0
+    for line in Path(f"/proc/net/{protocol}").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        if int(remote.split(":")[1], 16) == port and state == established and inode in ours:
+            count += 1
+    return count
 
 
 # -- through an Executor, to a real daemon ------------------------------------------------------
@@ -64,7 +72,7 @@ def job(name: str, command: str, syslog: dict[str, Any]) -> dict[str, Any]:
 def test_success_reaches_the_daemon(executor: Executor, daemon: Syslogd, transport: str) -> None:
     marker = unique()
     config = destinations(daemon)[transport]
-    execution = executor.run(job(f"job-{marker}", f"echo {marker}", config))
+    execution = executor.run(shell_job(f"job-{marker}", f"echo {marker}", processors={"syslog": config}))
     assert execution.success and execution.processor_errors == []
     assert execution.output == b"Output in syslog"
     [line] = wait_mine(daemon, marker)
@@ -85,7 +93,9 @@ def test_success_reaches_the_daemon(executor: Executor, daemon: Syslogd, transpo
 def test_failure_multiline_is_one_err_message(executor: Executor, daemon: Syslogd, transport: str) -> None:
     marker = unique()
     config = {**destinations(daemon)[transport], "tag": "nightly", "forward": True}
-    execution = executor.run(job("backup", f"echo {marker}-a; echo {marker}-b; exit 3", config))
+    execution = executor.run(
+        shell_job("backup", f"echo {marker}-a; echo {marker}-b; exit 3", processors={"syslog": config})
+    )
     assert not execution.success and execution.exit_code == 3
     assert execution.output.startswith(f"{marker}-a\n{marker}-b\n".encode()), "forward keeps the output"
     [line] = wait_mine(daemon, marker)
@@ -105,7 +115,9 @@ def test_per_line_facility_and_severity(executor: Executor, daemon: Syslogd) -> 
         "severity": "notice",
         "format": "rfc3164",
     }
-    executor.run(job("lines", f"for i in 1 2 3; do echo {marker}-$i; done", config))
+    executor.run(
+        shell_job("lines", f"for i in 1 2 3; do echo {marker}-$i; done", processors={"syslog": config})
+    )
     found = wait_mine(daemon, marker, 3)
     assert [line.msg.strip() for line in found] == [f"{marker}-{i}" for i in (1, 2, 3)]
     assert {line.pri for line in found} == {20 * 8 + 5}
@@ -115,7 +127,7 @@ def test_per_line_facility_and_severity(executor: Executor, daemon: Syslogd) -> 
 def test_tcp_lf_framing(executor: Executor, daemon: Syslogd) -> None:
     marker = unique()
     config = {**destinations(daemon)["tcp"], "framing": "lf"}
-    executor.run(job("lf", f"echo {marker}-x; echo {marker}-y", config))
+    executor.run(shell_job("lf", f"echo {marker}-x; echo {marker}-y", processors={"syslog": config}))
     found = wait_mine(daemon, marker, 2)
     assert [line.msg for line in found] == [f"{marker}-x", f"{marker}-y"]
 
@@ -123,7 +135,9 @@ def test_tcp_lf_framing(executor: Executor, daemon: Syslogd) -> None:
 def test_large_output_is_split_visibly(executor: Executor, daemon: Syslogd) -> None:
     marker = unique()
     config = {**destinations(daemon)["unixgram"], "max_message": "2000"}
-    execution = executor.run(job("big", f"echo {marker}; head -c 5000 /dev/zero | tr '\\0' x", config))
+    execution = executor.run(
+        shell_job("big", f"echo {marker}; head -c 5000 /dev/zero | tr '\\0' x", processors={"syslog": config})
+    )
     assert execution.processor_errors == []
     found = wait_mine(daemon, "(part ", 3)
     parts = [line.msg.strip() for line in found if line.msg.strip().startswith("(part ")][-3:]
@@ -136,23 +150,24 @@ def test_one_connection_for_many_executions(executor: Executor, daemon: Syslogd)
     marker = unique()
     config = destinations(daemon)["tcp"]
     for i in range(5):
-        executor.run(job("many", f"echo {marker}-{i}", config))
+        executor.run(shell_job("many", f"echo {marker}-{i}", processors={"syslog": config}))
+        assert connections_to(daemon.port, "tcp") == 1, "the first run connected, the next ones reuse it"
     assert len(wait_mine(daemon, marker, 5)) == 5
-    syslog = executor._processors["syslog"]
-    assert isinstance(syslog, SyslogProcessor)
-    sinks = [s for key, s in syslog._sinks.items() if dict(key) == config]
-    assert len(sinks) == 1 and sinks[0].connected
+    executor.close()
+    assert connections_to(daemon.port, "tcp") == 0
 
 
 def test_daemon_stopped_mid_run(executor: Executor, own_daemon: Syslogd) -> None:
     """The syslog step fails; the execution is stored anyway, with the error and its output."""
     configs = destinations(own_daemon)
     for transport in ("unixgram", "tcp"):
-        executor.run(job(f"up-{transport}", "echo up", configs[transport]))
+        executor.run(shell_job(f"up-{transport}", "echo up", processors={"syslog": configs[transport]}))
     own_daemon.stop()
     for transport in ("unixgram", "tcp"):
         name = f"down-{transport}"
-        execution = executor.run(job(name, "echo still-here", configs[transport]))
+        execution = executor.run(
+            shell_job(name, "echo still-here", processors={"syslog": configs[transport]})
+        )
         assert execution.success
         assert execution.output == b"still-here\n", "not replaced: the output reached no syslog"
         [error] = execution.processor_errors
@@ -162,46 +177,47 @@ def test_daemon_stopped_mid_run(executor: Executor, own_daemon: Syslogd) -> None
     own_daemon.start()
     for transport in ("unixgram", "tcp"):
         marker = unique()
-        execution = executor.run(job("again", f"echo {marker}", configs[transport]))
+        execution = executor.run(
+            shell_job("again", f"echo {marker}", processors={"syslog": configs[transport]})
+        )
         assert execution.processor_errors == []
         assert wait_mine(own_daemon, marker)
 
 
-# -- the processor on its own ------------------------------------------------------------------
+# -- the processor without a run ----------------------------------------------------------------
 
 
-def _execution(output: bytes = b"out\n") -> Execution:
-    now = datetime.now(timezone.utc)
-    return Execution(
-        job_name="direct", started_at=now, finished_at=now, success=True, output=output, exit_code=0
-    )
-
-
-def test_processor_direct_and_threads(daemon: Syslogd) -> None:
-    proc = SyslogProcessor()
-    config = {**destinations(daemon)["udp"], "reporting_node": "n1"}
-    ctx = ProcessContext(node_name="n1")
+def test_process_from_many_threads_shares_one_destination(daemon: Syslogd) -> None:
     marker = unique()
+    with Executor(":memory:", node_name="n1") as executor:
+        # reporting_node and forward are the chain's keys: they do not make a new destination.
+        configs = [
+            {**destinations(daemon)["udp"], "reporting_node": "n1"},
+            {**destinations(daemon)["udp"], "forward": "false"},
+        ]
+        jobs = [
+            Job.from_dict(shell_job("direct", "true", processors={"syslog": config})) for config in configs
+        ]
 
-    def work(i: int) -> None:
-        for j in range(10):
-            out = proc.process(_execution(f"{marker} {i} {j}".encode()), config, ctx)
-            assert out.output == b"Output in syslog"
+        def work(i: int) -> None:
+            for j in range(10):
+                execution = an_execution("direct", output=f"{marker} {i} {j}".encode(), exit_code=0)
+                out = executor.process(jobs[i % 2], execution)
+                assert out.output == b"Output in syslog" and out.processor_errors == []
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(wait_mine(daemon, marker, 40)) == 40
-    assert len(proc._sinks) == 1, "reporting_node and forward do not make a new destination"
-    proc.close()
-    assert proc._sinks == {}
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(wait_mine(daemon, marker, 40)) == 40
+        assert connections_to(daemon.port, "udp") == 1
+    assert connections_to(daemon.port, "udp") == 0, "close() closes the connections"
 
 
 def test_no_local_socket_is_a_processor_error(executor: Executor, tmp_path: Path) -> None:
     config = {"address": str(tmp_path / "missing.sock")}
-    execution = executor.run(job("nosock", "echo kept", config))
+    execution = executor.run(shell_job("nosock", "echo kept", processors={"syslog": config}))
     assert execution.output == b"kept\n"
     assert execution.processor_errors[0].startswith("syslog: local socket (")
 
@@ -242,11 +258,15 @@ def test_sink_send_releases_the_gil_and_reports_errors(tmp_path: Path) -> None:
         ({"timeout": "10m"}, "timeout", "10m"),
         ({"facilty": "cron"}, "facilty", "cron"),
         ({"forward": "yes"}, "forward", "yes"),
+        # Go durations only, as every other duration of a job.
+        ({"timeout": "0.25"}, "timeout", "0.25"),
+        ({"timeout": "5"}, "timeout", "5"),
+        ({"timeout": "0s"}, "timeout", "0s"),
     ],
 )
 def test_bad_config_is_a_job_error(config: dict[str, str], key: str, value: str) -> None:
     with pytest.raises(JobError) as info:
-        validate_processor_config("syslog", config)
+        Job.from_dict(shell_job("bad", "true", processors={"syslog": config}))
     assert (info.value.field, info.value.value) == (f"processors.syslog.{key}", value)
     if key != "forward":  # the chain's key: the sink ignores it
         with pytest.raises(JobError) as info:
@@ -260,6 +280,8 @@ def test_good_configs_validate() -> None:
         {"forward": True, "per_line": True, "max_message": 4096},
         {"transport": "tcp", "address": "[::1]:6514", "framing": "lf", "facility": "LOG_LOCAL7"},
         {"transport": "unix", "address": "/run/syslog.sock", "timeout": "500ms", "oversize": "truncate"},
+        {"transport": "udp", "address": "127.0.0.1:514", "timeout": "250ms"},
     ):
-        validate_processor_config("syslog", Job.from_dict(job("good", "true", config)).processors["syslog"])
-    assert "syslog" in builtin_classes() and builtin_classes()["syslog"] is SyslogProcessor
+        good = Job.from_dict(shell_job("good", "true", processors={"syslog": config}))
+        assert good.plan.processors == ["syslog"]
+        SyslogSink(good.processors["syslog"])  # what a run would open

@@ -2,12 +2,12 @@
 
 import builtins
 import os
-from collections.abc import Callable
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import final
 
 from .execution import Execution
+from .store import Store
 
 __all__ = [
     "BUILTIN_EXECUTORS",
@@ -90,14 +90,15 @@ class JobPlan:
 
 @final
 class Runtime:
-    """One Executor's engine, plugins, syslog connections and store writer: with ``store``, each
-    run's execution is written there from Rust (else the caller stores it)."""
+    """One Executor's engine, plugins, syslog connections and store writer: with ``store``, every
+    attempt's execution is recorded there (a SqliteStore from Rust, another store through its
+    ``put``, called with the GIL from the thread that ran it)."""
 
     def __new__(
         cls,
         *,
         node_name: str,
-        store: SqliteStore | None = None,
+        store: SqliteStore | Store | None = None,
         output_limit: int = 256000,
         pipe_grace: float = 1.0,
         spool_dir: str | None = None,
@@ -130,10 +131,6 @@ class Runtime:
 
     def cancel(self, job_name: str) -> int: ...
     def in_flight(self) -> int: ...
-    @property
-    def records(self) -> bool:
-        """Whether the runtime writes executions to its store itself."""
-
     def drain_logs(self, timeout: float = 0.0) -> list[tuple[str, str, str]] | None:
         """Plugin output lines (plugin, stream, line); None once closed."""
 

@@ -29,15 +29,6 @@ class LoopWaiter:
         self._pending[token] = done
         return token, done
 
-    def track(self, token: int) -> asyncio.Future[None]:
-        """A new future for a token whose first one was cancelled (its task gave up), resolved
-        when the run ends all the same."""
-        done: asyncio.Future[None] = self.loop.create_future()
-        if not self._pending:
-            self.loop.add_reader(self.queue.fileno(), self._ready)
-        self._pending[token] = done
-        return done
-
     def forget(self, token: int) -> None:
         if self._pending.pop(token, None) is not None and not self._pending:
             self.loop.remove_reader(self.queue.fileno())

@@ -121,8 +121,9 @@ class Executor:
         remove_stale_spools(self.spool_dir)
         self._runtime = _core.Runtime(
             node_name=self.node_name,
-            # The SQLite store is written from Rust; another store gets each execution from here.
-            store=store.core if isinstance(store, SQLiteStore) else None,
+            # Every attempt is recorded by the runtime: into the SQLite store from Rust, into any
+            # other store through its put().
+            store=store.core if isinstance(store, SQLiteStore) else store,
             output_limit=output_limit,
             pipe_grace=pipe_grace,
             spool_dir=str(self.spool_dir),
@@ -148,7 +149,6 @@ class Executor:
         """
         plan = self._plan(as_job(job))
         execution, raised = self._runtime.run(plan, on_output)
-        self._store(execution)
         if raised is not None:
             raise raised
         return execution
@@ -170,12 +170,12 @@ class Executor:
         try:
             await done
         except asyncio.CancelledError:
+            # The run records its execution (as interrupted) by itself when the job is gone.
             handle.interrupt()
-            waiter.track(token).add_done_callback(lambda _: self._store(handle.take()))
+            waiter.forget(token)
             raise
         execution = handle.take()
         assert execution is not None, "a finished run has an execution"
-        self._store(execution)
         return execution
 
     def process(self, job: JobLike, execution: Execution) -> Execution:
@@ -234,11 +234,6 @@ class Executor:
         if plan.needs_plugins and self._plugins is None:
             self.plugins  # noqa: B018  (discovery registers the plugins with the runtime)
         return plan
-
-    def _store(self, execution: Execution | None) -> None:
-        """Stores the execution, unless the Rust runtime already wrote it to the SQLite store."""
-        if execution is not None and not self._runtime.records:
-            self.store.put(execution)
 
     def _discover(self) -> Plugins:
         found = discover_plugins(self.plugin_dirs)

@@ -71,6 +71,9 @@ impl JobPlan {
     }
 }
 
+/// A plugin's output line: (plugin, stream, line).
+type LogLine = (String, &'static str, String);
+
 /// (command, shell, env, cwd, timeout seconds, mem_limit, su, payload)
 type ShellTuple = (String, bool, Vec<(String, String)>, Option<String>, Option<f64>, Option<u64>, Option<(String, Option<String>)>, Option<Vec<u8>>);
 
@@ -112,6 +115,20 @@ impl LogHost for PythonLogHost {
     }
 }
 
+/// A store written in Python (the `Store` protocol) as the runtime's recorder: `put` is called
+/// with the GIL, from the thread that finished the run.
+struct PythonStore(Py<PyAny>);
+
+impl Recorder for PythonStore {
+    fn record(&self, execution: &Execution) -> Result<(), String> {
+        Python::attach(|py| {
+            let record = to_py(py, execution)?;
+            self.0.bind(py).call_method1("put", (record,)).map(|_| ())
+        })
+        .map_err(|err| err.to_string())
+    }
+}
+
 fn output_fn(callback: Option<Py<PyAny>>) -> Option<Arc<OutputFn>> {
     let callback = callback?;
     Some(Arc::new(move |is_stderr: bool, chunk: &[u8]| {
@@ -144,7 +161,7 @@ impl Runtime {
     #[allow(clippy::too_many_arguments)]
     fn new(
         node_name: String,
-        store: Option<&SqliteStore>,
+        store: Option<Bound<'_, PyAny>>,
         output_limit: usize,
         pipe_grace: f64,
         spool_dir: Option<PathBuf>,
@@ -163,7 +180,14 @@ impl Runtime {
         };
         let host_config =
             HostConfig { start_timeout: seconds(Some(plugin_start_timeout), "plugin_start_timeout")?.unwrap_or_default(), ..HostConfig::default() };
-        let recorder = store.map(|s| s.inner() as Arc<dyn Recorder>);
+        // The SQLite store is written from Rust; any other store through its `put`.
+        let recorder: Option<Arc<dyn Recorder>> = match store {
+            None => None,
+            Some(s) => match s.cast::<SqliteStore>() {
+                Ok(sqlite) => Some(sqlite.get().inner()),
+                Err(_) => Some(Arc::new(PythonStore(s.unbind()))),
+            },
+        };
         let inner = CoreRuntime::new(settings, worker_threads, host_config, recorder, Arc::new(PythonLogHost))?;
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -224,12 +248,6 @@ impl Runtime {
         self.inner.cancel(job_name)
     }
 
-    /// Whether the runtime writes executions to its store itself (else the caller stores them).
-    #[getter]
-    fn records(&self) -> bool {
-        self.inner.records()
-    }
-
     /// Runs in flight.
     fn in_flight(&self) -> usize {
         self.inner.in_flight()
@@ -237,7 +255,7 @@ impl Runtime {
 
     /// Plugin output lines as (plugin, stream, line); waits up to `timeout`. None once closed.
     #[pyo3(signature = (timeout = 0.0))]
-    fn drain_logs(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Vec<(String, &'static str, String)>>> {
+    fn drain_logs(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Vec<LogLine>>> {
         let timeout = seconds(Some(timeout), "timeout")?.unwrap_or_default();
         let Some(host) = self.inner.plugins() else { return Ok(None) };
         let logs = host.logs();

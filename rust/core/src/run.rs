@@ -138,11 +138,6 @@ impl Runtime {
         })
     }
 
-    /// Whether executions are recorded here (else the embedding program stores them).
-    pub fn records(&self) -> bool {
-        self.recorder.is_some()
-    }
-
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -491,4 +486,32 @@ fn call_processor(
         message: format!("plugin processor '{name}': {why}"),
     })?;
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delay(base_ms: u64, attempt: u32, elapsed_ms: u64) -> Duration {
+        retry_delay(Duration::from_millis(base_ms), attempt, Duration::from_millis(elapsed_ms))
+    }
+
+    #[test]
+    fn retry_delay_follows_dkrons_formula() {
+        // A quick failure: the attempt number alone, as Dkron's formula floors the logarithm.
+        assert_eq!(delay(500, 1, 100), Duration::from_millis(500));
+        assert_eq!(delay(500, 2, 100), Duration::from_millis(1000));
+        // log2(2.0 / 0.5) = 2 more steps for a run that took 2 s.
+        assert_eq!(delay(500, 1, 2000), Duration::from_millis(1500));
+        assert_eq!(delay(500, 3, 4000), Duration::from_millis(3000));
+        // Exactly one base: log2(1) = 0.
+        assert_eq!(delay(500, 1, 500), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_zero_base_retries_at_once() {
+        for (attempt, elapsed) in [(1, 100), (2, 100), (1, 2000), (3, 4000)] {
+            assert_eq!(delay(0, attempt, elapsed), Duration::ZERO);
+        }
+    }
 }

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use dkron_exec_core::plugin::codec::header;
 use dkron_exec_core::plugin::host::{HostConfig, PluginHost};
-use dkron_exec_core::plugin::run::PluginRun;
 use dkron_exec_core::plugin::{FailureKind, Kind};
 use serde_json::json;
 
@@ -197,38 +196,4 @@ fn handshake_failures_are_clear() {
             assert!(err.1.contains("This binary is a plugin"), "{}", err.1);
         }
     }
-}
-
-#[test]
-fn executor_runs_stream_into_the_capture() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = host();
-    h.register(Kind::Executor, "ex", write_plugin(dir.path(), "ex", "executor", ECHO));
-    let run_one = |job: &str, config: serde_json::Value, timeout: Option<Duration>| {
-        let run = PluginRun::new("ex", job, 1000, timeout, true, None).unwrap();
-        let hdr = header([("type", json!("execute")), ("job_name", json!(job)), ("config", config)]);
-        let call = h.call(Kind::Executor, "ex", hdr, Vec::new(), timeout, run.sink()).unwrap();
-        run.set_call(call);
-        run
-    };
-    let run = run_one("j", json!({}), None);
-    let outcome = run.wait(Some(Duration::from_secs(10))).unwrap();
-    assert_eq!(outcome.output, b"line 0\nline 1\nline 2\ndone\n");
-    assert!(outcome.error.is_none());
-    let chunks: Vec<_> = run.next_chunks(Duration::ZERO).unwrap();
-    assert_eq!(chunks.len(), 4);
-    assert!(run.next_chunks(Duration::ZERO).is_none());
-
-    let failed = run_one("j", json!({"error": "boom"}), None).wait(None).unwrap();
-    assert_eq!(failed.error.as_deref(), Some("boom"));
-    assert!(failed.output.ends_with(b"done\nboom\n"));
-
-    let slow = run_one("slow", json!({}), Some(Duration::from_millis(300))).wait(None).unwrap();
-    assert_eq!(slow.reason.as_str(), "timeout");
-    assert!(slow.output.starts_with(b"line 0\n"), "{:?}", String::from_utf8_lossy(&slow.output));
-
-    let cancelled = run_one("slow", json!({}), None);
-    std::thread::sleep(Duration::from_millis(200));
-    cancelled.cancel();
-    assert_eq!(cancelled.wait(Some(Duration::from_secs(5))).unwrap().reason.as_str(), "cancelled");
 }

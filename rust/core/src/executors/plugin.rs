@@ -17,6 +17,7 @@ use crate::plugin::codec::Frame;
 use crate::plugin::host::PluginHost;
 use crate::plugin::supervisor::CallSink;
 use crate::plugin::{FailureKind, Kind, PluginFailure};
+use crate::run::OutputFn;
 
 #[derive(Debug, Clone)]
 pub struct PluginExecutor {
@@ -94,7 +95,7 @@ pub struct Attempt<'a> {
     /// Kills the call (cancel, interrupt, shutdown).
     pub stop: &'a Notify,
     pub shutdown: &'a Notify,
-    pub on_output: Option<&'a (dyn Fn(bool, &[u8]) + Send + Sync)>,
+    pub on_output: Option<&'a OutputFn>,
 }
 
 impl PluginExecutor {
