@@ -99,7 +99,10 @@ def figures(env: Env) -> list[Figure]:
                 ),
                 Subject("bare", rate(n, 1, timed_loop(dkron_bare)), "Executor.run, no processors"),
             ],
-            targets=[Target("ratio", 0.8, "bare", "whole job vs bare spawn")],
+            targets=[
+                Target("ratio", 0.95, "bare", "whole job vs bare spawn"),
+                Target("ratio", 0.8, "c", "whole job vs C spawn + file + send"),
+            ],
         )
     ]
 
