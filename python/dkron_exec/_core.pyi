@@ -12,6 +12,7 @@ from .store import Store
 __all__ = [
     "BUILTIN_EXECUTORS",
     "BUILTIN_PROCESSORS",
+    "DEFAULT_OUTPUT_LIMIT",
     "PLUGIN_MAX_FRAME",
     "SHELL_KEYS",
     "CompletionQueue",
@@ -38,6 +39,8 @@ BUILTIN_EXECUTORS: list[str]
 BUILTIN_PROCESSORS: list[str]
 """Processors dkron_exec runs itself (any other name is a ``dkron-processor-NAME`` plugin)."""
 
+DEFAULT_OUTPUT_LIMIT: int
+"""Bytes of output kept in memory per execution: Dkron's 256,000."""
 SHELL_KEYS: list[str]
 """The shell executor's ``executor_config`` keys (also the short form's top-level keys)."""
 
@@ -99,7 +102,7 @@ class Runtime:
         *,
         node_name: str,
         store: SqliteStore | Store | None = None,
-        output_limit: int = 256000,
+        output_limit: int = 256000,  # DEFAULT_OUTPUT_LIMIT
         pipe_grace: float = 1.0,
         spool_dir: str | None = None,
         retry_backoff: float = 0.5,

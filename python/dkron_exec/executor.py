@@ -26,7 +26,7 @@ OutputCallback = Callable[[bytes, bool], None]
 
 log = logging.getLogger("dkron_exec.executor")
 
-DEFAULT_OUTPUT_LIMIT = 256_000
+DEFAULT_OUTPUT_LIMIT: int = _core.DEFAULT_OUTPUT_LIMIT
 """Bytes of output kept per execution: Dkron's 256,000."""
 
 _LOG_LEVELS = {

@@ -12,6 +12,7 @@ use dkron_exec_core::config::Config;
 use dkron_exec_core::executors::shell::ShellConfig;
 use dkron_exec_core::engine::{CompletionQueue as CoreQueue, Handle};
 use dkron_exec_core::execution::Execution;
+use dkron_exec_core::job::DEFAULT_OUTPUT_LIMIT;
 use dkron_exec_core::plan::JobPlan as CorePlan;
 use dkron_exec_core::plugin::host::HostConfig;
 use dkron_exec_core::plugin::Kind;
@@ -156,7 +157,7 @@ pub struct Runtime {
 #[pymethods]
 impl Runtime {
     #[new]
-    #[pyo3(signature = (*, node_name, store = None, output_limit = 256_000, pipe_grace = 1.0, spool_dir = None,
+    #[pyo3(signature = (*, node_name, store = None, output_limit = DEFAULT_OUTPUT_LIMIT, pipe_grace = 1.0, spool_dir = None,
                         retry_backoff = 0.5, worker_threads = 1, plugin_timeout = Some(30.0), plugin_start_timeout = 10.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -343,5 +344,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RunHandle>()?;
     m.add_class::<CompletionQueue>()?;
     m.add_function(wrap_pyfunction!(parse_shell_config, m)?)?;
+    m.add("DEFAULT_OUTPUT_LIMIT", DEFAULT_OUTPUT_LIMIT)?;
     Ok(())
 }

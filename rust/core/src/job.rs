@@ -18,6 +18,9 @@ use crate::spool::{Capture, SpoolSpec};
 use crate::godur::format_go_duration;
 use crate::proctree;
 
+/// Bytes of output kept in memory per execution: Dkron's 256,000.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 256_000;
+
 /// What to run and under which limits. Built by the Python layer from a validated job.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
@@ -56,7 +59,7 @@ impl JobSpec {
             mem_limit: None,
             uid: None,
             gid: None,
-            output_limit: 256_000,
+            output_limit: DEFAULT_OUTPUT_LIMIT,
             pipe_grace: Duration::from_secs(1),
             mem_poll: Duration::from_millis(250),
             label,
