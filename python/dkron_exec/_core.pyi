@@ -102,7 +102,7 @@ class Runtime:
         *,
         node_name: str,
         store: SqliteStore | Store | None = None,
-        output_limit: int = 256000,  # DEFAULT_OUTPUT_LIMIT
+        output_limit: int = ...,  # DEFAULT_OUTPUT_LIMIT
         pipe_grace: float = 1.0,
         spool_dir: str | None = None,
         retry_backoff: float = 0.5,
