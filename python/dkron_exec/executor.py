@@ -50,6 +50,15 @@ def _log_record(success: bool, job_name: str, key: str, block: str) -> None:
     )
 
 
+def _on_loop(loop: asyncio.AbstractEventLoop, callback: OutputCallback) -> OutputCallback:
+    """The callback, called on the loop's thread in order (chunks arrive on the engine's thread)."""
+
+    def deliver(chunk: bytes, is_stderr: bool) -> None:
+        loop.call_soon_threadsafe(callback, chunk, is_stderr)
+
+    return deliver
+
+
 def as_job(job: JobLike) -> Job:
     if isinstance(job, Job):
         return job
@@ -156,11 +165,15 @@ class Executor:
     async def run_async(self, job: JobLike, *, on_output: OutputCallback | None = None) -> Execution:
         """``run`` for asyncio programs: waits on the job without blocking the event loop.
 
-        Cancelling the task kills the job's processes at once; the run still stores its
-        execution (as interrupted) when it ends.
+        ``on_output`` is called on the event loop's thread, in order. Cancelling the task kills
+        the job's processes at once; the run still stores its execution (as interrupted) when it
+        ends.
         """
         plan = self._plan(as_job(job))
-        waiter = self._waiters.for_loop(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        if on_output is not None:
+            on_output = _on_loop(loop, on_output)
+        waiter = self._waiters.for_loop(loop)
         token, done = waiter.register()
         try:
             handle = self._runtime.start(plan, waiter.queue, token, on_output)
