@@ -13,6 +13,8 @@ pub struct ProcStat {
     pub pgrp: i32,
     /// Resident set size in pages.
     pub rss_pages: u64,
+    /// Dead, waiting to be reaped by its parent: a signal can no longer do anything to it.
+    pub zombie: bool,
 }
 
 /// Parses `/proc/<pid>/stat`. The command name may hold spaces and parentheses, so fields are
@@ -28,6 +30,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
         ppid: rest.get(1)?.parse().ok()?,
         pgrp: rest.get(2)?.parse().ok()?,
         rss_pages: rest.get(21)?.parse().ok()?,
+        zombie: matches!(*rest.first()?, "Z" | "X"),
     })
 }
 
@@ -99,9 +102,10 @@ pub fn kill_job(leader: i32, pgid: i32) {
         let procs = snapshot();
         let members: Vec<i32> = job_members(&procs, leader, pgid)
             .into_iter()
+            // Zombies are dead already (a killed leader stays one until it is reaped; counting
+            // it as alive would repeat the /proc scan for nothing); never signal ourselves.
+            .filter(|p| !p.zombie && p.pid != own_pid)
             .map(|p| p.pid)
-            // A zombie leader is still listed until it is reaped; never signal ourselves.
-            .filter(|&pid| pid != own_pid)
             .collect();
         let mut alive = 0;
         for pid in members {
@@ -125,7 +129,9 @@ mod tests {
     fn parses_a_name_with_spaces_and_parens() {
         let line = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 5 1000 77 18446744073709551615";
         let s = parse_stat(line).unwrap();
-        assert_eq!(s, ProcStat { pid: 1234, ppid: 1, pgrp: 1234, rss_pages: 77 });
+        assert_eq!(s, ProcStat { pid: 1234, ppid: 1, pgrp: 1234, rss_pages: 77, zombie: false });
+        let dead = "99 (x) Z 1 99 99 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 5 0 0 18446744073709551615";
+        assert!(parse_stat(dead).unwrap().zombie);
     }
 
     #[test]
@@ -138,7 +144,7 @@ mod tests {
 
     #[test]
     fn members_include_descendants_outside_the_group() {
-        let p = |pid, ppid, pgrp| ProcStat { pid, ppid, pgrp, rss_pages: 1 };
+        let p = |pid, ppid, pgrp| ProcStat { pid, ppid, pgrp, rss_pages: 1, zombie: false };
         let procs = vec![
             p(10, 1, 10),  // leader
             p(11, 10, 10), // child in the group
