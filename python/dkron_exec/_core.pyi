@@ -4,6 +4,8 @@ import os
 from pathlib import Path
 from typing import final
 
+from .execution import Execution
+
 __all__ = [
     "PLUGIN_MAX_FRAME",
     "CancelToken",
@@ -218,9 +220,10 @@ class PluginHost:
     ) -> PluginHost: ...
     def register(self, kind: str, name: str, path: str) -> None: ...
     def process(
-        self, name: str, fields: bytes, body: bytes, timeout: float | None = None
-    ) -> tuple[bytes, bytes]:
-        """One processor call; returns the answer's JSON header and its body. Raises PluginError."""
+        self, name: str, execution: Execution, config: dict[str, str], timeout: float | None = None
+    ) -> Execution:
+        """One processor call: the plugin's answer merged into a copy of ``execution``.
+        Raises PluginError (its ``kind`` says what failed); Ctrl-C cancels the call."""
 
     def execute(
         self,
@@ -234,7 +237,6 @@ class PluginHost:
         stream: bool = False,
     ) -> PluginRun: ...
     def pid(self, kind: str, name: str) -> int | None: ...
-    def stop(self, kind: str, name: str, grace: float = 2.0) -> None: ...
     def drain_logs(self, timeout: float = 0.0) -> list[tuple[str, str, str]] | None:
         """Plugin output lines (plugin, stream, line); None once the host is closed."""
 

@@ -156,7 +156,7 @@ class Execution:
         """Built by the Rust core (``rust/src/py_execution.rs``) from its record, in ``_CORE_FIELDS``
         order with times as Unix nanoseconds. Skips ``__init__``: the core's values are checked."""
         execution = object.__new__(cls)
-        values = dict(zip(_CORE_FIELDS, fields))
+        values = dict(zip(_CORE_FIELDS, fields, strict=True))
         values["started_at"] = datetime_from_ns(values.pop("started_ns"))
         finished = values.pop("finished_ns")
         values["finished_at"] = None if finished is None else datetime_from_ns(finished)

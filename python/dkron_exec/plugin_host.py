@@ -20,7 +20,6 @@ import orjson
 from . import _core
 from .discovery import DiscoveredPlugins, PluginKind
 from .execution import Execution
-from .plugin.wire import execution_fields, execution_from_fields
 from .processors.base import ProcessContext
 
 log = logging.getLogger("dkron_exec.plugin")
@@ -78,10 +77,7 @@ class PluginManager:
         return self._host.pid(kind, name)
 
     def process(self, name: str, execution: Execution, config: Mapping[str, str]) -> Execution:
-        fields = orjson.dumps({"execution": execution_fields(execution), "config": dict(config)})
-        header, body = self._host.process(name, fields, execution.output, self.call_timeout)
-        answer = orjson.loads(header)
-        return execution_from_fields(answer.get("execution") or {}, body, base=execution)
+        return self._host.process(name, execution, dict(config), self.call_timeout)
 
     def execute(
         self,

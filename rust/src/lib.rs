@@ -1,7 +1,6 @@
 //! The Python binding: a thin layer that converts arguments and releases the GIL around every
 //! blocking call. All logic lives in `dkron-exec-core`.
 
-#[allow(dead_code)] // used by the store and the runtime bindings, landing next
 mod py_execution;
 mod py_sinks;
 

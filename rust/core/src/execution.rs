@@ -58,6 +58,77 @@ impl Execution {
         m
     }
 
+    /// `protocol_fields()` as a JSON object appended to `out`, written straight from the record.
+    pub fn write_protocol_json(&self, out: &mut Vec<u8>) {
+        let text = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(&mut *out, s).expect("writing to a Vec");
+        let time = |out: &mut Vec<u8>, ns: i64| {
+            out.push(b'"');
+            out.extend_from_slice(format_rfc3339(ns).as_bytes());
+            out.push(b'"');
+        };
+        out.extend_from_slice(b"{\"id\":");
+        text(out, &self.key);
+        out.extend_from_slice(b",\"job_name\":");
+        text(out, &self.job_name);
+        out.extend_from_slice(b",\"started_at\":");
+        time(out, self.started_ns);
+        out.extend_from_slice(b",\"finished_at\":");
+        match self.finished_ns {
+            Some(ns) => time(out, ns),
+            None => out.extend_from_slice(b"null"),
+        }
+        let _ = write!(
+            Bytes(out),
+            ",\"success\":{},\"node_name\":",
+            self.success
+        );
+        text(out, &self.node_name);
+        let _ = write!(Bytes(out), ",\"group\":{},\"attempt\":{},\"exit_code\":", self.group, self.attempt);
+        match self.exit_code {
+            Some(c) => {
+                let _ = write!(Bytes(out), "{c}");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"error\":");
+        match &self.error {
+            Some(e) => text(out, e),
+            None => out.extend_from_slice(b"null"),
+        }
+        let _ = write!(
+            Bytes(out),
+            ",\"output_truncated\":{},\"output_size\":{},\"processor_errors\":[",
+            self.output_truncated, self.output_size
+        );
+        for (i, e) in self.processor_errors.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            text(out, e);
+        }
+        out.extend_from_slice(b"]}");
+    }
+
+    /// A copy of every field but the output (which a processor's answer replaces anyway).
+    pub fn clone_without_output(&self) -> Execution {
+        Execution {
+            job_name: self.job_name.clone(),
+            key: self.key.clone(),
+            started_ns: self.started_ns,
+            finished_ns: self.finished_ns,
+            success: self.success,
+            output: Vec::new(),
+            node_name: self.node_name.clone(),
+            group: self.group,
+            attempt: self.attempt,
+            exit_code: self.exit_code,
+            error: self.error.clone(),
+            output_truncated: self.output_truncated,
+            output_size: self.output_size,
+            processor_errors: self.processor_errors.clone(),
+        }
+    }
+
     /// Applies the fields a peer sent (a plugin's answer): fields left out keep their value, as
     /// Dkron's `proto.Merge`; `output` is the answer's body. A field of the wrong type is an error
     /// naming it.
@@ -102,6 +173,16 @@ impl Execution {
             }
         }
         self.output = output;
+        Ok(())
+    }
+}
+
+/// `fmt::Write` into a byte buffer.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
         Ok(())
     }
 }
@@ -232,6 +313,12 @@ mod tests {
             output_size: 1 << 40,
             processor_errors: vec!["files: nope".into()],
         };
+        let mut json = Vec::new();
+        e.write_protocol_json(&mut json);
+        assert_eq!(serde_json::from_slice::<Value>(&json).unwrap(), Value::Object(e.protocol_fields()));
+        let mut json = Vec::new();
+        Execution { error: Some("quote \" and \\n".into()), ..Execution::default() }.write_protocol_json(&mut json);
+        assert!(serde_json::from_slice::<Value>(&json).is_ok());
         let mut copy = Execution::default();
         copy.merge_protocol_fields(&e.protocol_fields(), b"out".to_vec()).unwrap();
         assert_eq!(copy, e);
