@@ -2,7 +2,7 @@
 
 import os
 from pathlib import Path
-from typing import final
+from typing import Any, final
 
 from .execution import Execution
 
@@ -12,6 +12,7 @@ __all__ = [
     "CompletionQueue",
     "Engine",
     "Outcome",
+    "PluginChannel",
     "PluginHost",
     "PluginRun",
     "RunHandle",
@@ -241,6 +242,24 @@ class PluginHost:
         """Plugin output lines (plugin, stream, line); None once the host is closed."""
 
     def close(self, grace: float = 2.0) -> None: ...
+
+@final
+class PluginChannel:
+    """The plugin side of the channel, for the SDK's ``serve``: frames read and written in Rust,
+    the GIL released while a thread waits. Owns ``fd``."""
+
+    def __new__(cls, fd: int, max_frame: int = ...) -> PluginChannel: ...
+    def recv(self) -> tuple[str, int, Any, Any] | None:
+        """``("process", id, Execution, config)``, ``("execute", id, header JSON, payload)``,
+        ``("cancel", id, None, None)``, ``("invalid", id, why, None)``; None at shutdown or EOF.
+        Raises ``dkron_exec.plugin.wire.FrameError`` when the host breaks the protocol."""
+
+    def receivers(self) -> int:
+        """Threads now inside ``recv``."""
+
+    def send_result(self, id: int, execution: Execution) -> None: ...
+    def send_error(self, id: int, message: str) -> None: ...
+    def send(self, header: bytes, body: bytes = ...) -> None: ...
 
 @final
 class PluginRun:

@@ -18,6 +18,7 @@ use dkron_exec_core::engine::Notify;
 
 mod py_syslog;
 mod py_plugin;
+mod py_plugin_channel;
 
 /// How often a blocked wait wakes up to let Python handle signals (Ctrl-C).
 pub(crate) const SIGNAL_POLL: Duration = Duration::from_millis(50);
@@ -319,5 +320,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     py_sinks::register(m)?;
     py_syslog::register(m)?;
     py_plugin::register(m)?;
+    py_plugin_channel::register(m)?;
     Ok(())
 }

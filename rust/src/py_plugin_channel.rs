@@ -1,0 +1,202 @@
+//! The plugin side of docs/PROTOCOL.md for the Python SDK (`dkron_exec.plugin.serve`): frames
+//! read and written in Rust, the GIL released while a thread waits. Several SDK worker threads
+//! call `recv` in turn; the one that reads a call runs it, so a call's path has no thread hop.
+//! A processor call arrives as a ready `Execution`, and its answer is encoded from the record.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dkron_exec_core::execution::{make_key, Execution};
+use dkron_exec_core::plugin::codec::{self, Frame, MAX_FRAME};
+use dkron_exec_core::plugin::serde_json::{self, Map, Value};
+use dkron_exec_core::plugin::wire::{self, FrameReader, Read, WriteError};
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+
+use crate::py_execution::{from_py, to_py};
+
+pyo3::import_exception!(dkron_exec.plugin.wire, FrameError);
+
+/// How often a thread blocked in `recv` looks at Python's signals.
+const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
+#[pyclass(module = "dkron_exec._core", name = "PluginChannel", frozen)]
+pub struct PluginChannel {
+    socket: OwnedFd,
+    reader: Mutex<FrameReader>,
+    writing: Mutex<()>,
+    max_frame: usize,
+    /// Threads inside `recv` (reading, or waiting for their turn).
+    receivers: AtomicUsize,
+}
+
+fn write_error(e: WriteError) -> PyErr {
+    match e {
+        WriteError::Io(e) => e.into(),
+        WriteError::TimedOut { .. } => PyOSError::new_err("the host does not read the channel"),
+    }
+}
+
+/// The config map of a call: string values, as in Dkron (anything else as its JSON text).
+fn config_of(header: &Map<String, Value>) -> HashMap<String, String> {
+    let Some(Value::Object(config)) = header.get("config") else { return HashMap::new() };
+    config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+        .collect()
+}
+
+/// The execution of a `process` request; its output is the frame's body.
+fn execution_of(header: &Map<String, Value>, body: Vec<u8>) -> Result<Execution, String> {
+    let empty = Map::new();
+    let fields = match header.get("execution") {
+        Some(Value::Object(fields)) => fields,
+        None | Some(Value::Null) => &empty,
+        Some(_) => return Err("the execution is not an object".into()),
+    };
+    if !fields.contains_key("started_at") {
+        return Err("started_at: an execution needs a start time".into());
+    }
+    let mut execution = Execution::default();
+    execution.merge_protocol_fields(fields, body)?;
+    if execution.key.is_empty() {
+        execution.key = make_key(execution.started_ns, &execution.node_name);
+    }
+    Ok(execution)
+}
+
+impl PluginChannel {
+    fn fd(&self) -> i32 {
+        self.socket.as_raw_fd()
+    }
+
+    fn write(&self, py: Python<'_>, head: &[u8], body: &[u8]) -> PyResult<()> {
+        py.detach(|| {
+            let _w = self.writing.lock().unwrap();
+            wire::write_frame(self.fd(), head, body, None, 0)
+        })
+        .map_err(write_error)
+    }
+
+    fn next_frame(&self, py: Python<'_>) -> PyResult<Option<Frame>> {
+        loop {
+            let read = py.detach(|| self.reader.lock().unwrap().next(self.fd(), 0));
+            match read {
+                Ok(Read::Frame(frame)) => return Ok(Some(frame)),
+                Ok(Read::Eof) => return Ok(None),
+                Ok(Read::WouldBlock) => py.check_signals()?,
+                Err(e) => return Err(FrameError::new_err(e.to_string())),
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl PluginChannel {
+    /// Takes over `fd`, the plugin's end of the channel (it is closed with this object).
+    #[new]
+    #[pyo3(signature = (fd, max_frame = MAX_FRAME))]
+    fn new(fd: i32, max_frame: usize) -> PyResult<Self> {
+        // SAFETY: the caller hands us the fd; from now on this object owns it.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        wire::set_blocking_with_timeouts(socket.as_raw_fd(), SIGNAL_SLICE)?;
+        Ok(Self {
+            socket,
+            reader: Mutex::new(FrameReader::new(max_frame)),
+            writing: Mutex::new(()),
+            max_frame,
+            receivers: AtomicUsize::new(0),
+        })
+    }
+
+    /// The next message from the host, GIL released while waiting:
+    /// `("process", id, Execution, config)`, `("execute", id, header JSON, payload)`,
+    /// `("cancel", id, None, None)`, `("invalid", id, why, None)` (a request that cannot be
+    /// served), or None at `shutdown` and end-of-file. Notifications are skipped. Raises
+    /// FrameError when the host breaks the protocol.
+    fn recv<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        self.receivers.fetch_add(1, Ordering::Relaxed);
+        let result = self.recv_message(py);
+        self.receivers.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Threads now inside `recv`: when none is, a new call would wait for a worker.
+    fn receivers(&self) -> usize {
+        self.receivers.load(Ordering::Relaxed)
+    }
+
+    /// Answers a `process` call with `execution` (its output as the body).
+    fn send_result(&self, py: Python<'_>, id: u64, execution: &Bound<'_, PyAny>) -> PyResult<()> {
+        let record = from_py(execution)?;
+        let mut head = Vec::with_capacity(512);
+        head.extend_from_slice(&[0; 8]);
+        head.extend_from_slice(b"{\"type\":\"result\",\"id\":");
+        head.extend_from_slice(id.to_string().as_bytes());
+        head.extend_from_slice(b",\"execution\":");
+        record.write_protocol_json(&mut head);
+        head.push(b'}');
+        let head = codec::finish_head(head, record.output.len(), self.max_frame)
+            .map_err(|e| FrameError::new_err(e.to_string()))?;
+        self.write(py, &head, &record.output)
+    }
+
+    /// Answers a call with an error.
+    fn send_error(&self, py: Python<'_>, id: u64, message: &str) -> PyResult<()> {
+        let header = serde_json::json!({"type": "error", "id": id, "message": message});
+        self.send(py, &serde_json::to_vec(&header).expect("JSON"), &[])
+    }
+
+    /// Sends a frame: `header` is a JSON object (bytes), `body` raw bytes.
+    #[pyo3(signature = (header, body = b"".as_slice()))]
+    fn send(&self, py: Python<'_>, header: &[u8], body: &[u8]) -> PyResult<()> {
+        let head = codec::encode_head(header, body.len(), self.max_frame).map_err(|e| FrameError::new_err(e.to_string()))?;
+        self.write(py, &head, body)
+    }
+}
+
+impl PluginChannel {
+    fn recv_message<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        loop {
+            let Some(Frame { header, body }) = self.next_frame(py)? else { return Ok(None) };
+            let kind = header.get("type").and_then(Value::as_str).unwrap_or("");
+            let id = header.get("id").and_then(Value::as_u64);
+            let none = || py.None().into_bound(py);
+            let message = match (kind, id) {
+                ("shutdown", _) => return Ok(None),
+                ("process", Some(id)) => match execution_of(&header, body) {
+                    Ok(execution) => {
+                        let config = config_of(&header).into_pyobject(py)?.into_any();
+                        PyTuple::new(py, [kind.into_pyobject(py)?.into_any(), id.into_pyobject(py)?.into_any(), to_py(py, &execution)?, config])?
+                    }
+                    Err(why) => {
+                        PyTuple::new(py, ["invalid".into_pyobject(py)?.into_any(), id.into_pyobject(py)?.into_any(), why.into_pyobject(py)?.into_any(), none()])?
+                    }
+                },
+                ("execute", Some(id)) => {
+                    let json = serde_json::to_vec(&header).expect("JSON");
+                    PyTuple::new(
+                        py,
+                        [kind.into_pyobject(py)?.into_any(), id.into_pyobject(py)?.into_any(), PyBytes::new(py, &json).into_any(), PyBytes::new(py, &body).into_any()],
+                    )?
+                }
+                ("cancel", Some(id)) => PyTuple::new(py, [kind.into_pyobject(py)?.into_any(), id.into_pyobject(py)?.into_any(), none(), none()])?,
+                (other, Some(id)) => {
+                    let why = format!("unknown request type {other:?}");
+                    PyTuple::new(py, ["invalid".into_pyobject(py)?.into_any(), id.into_pyobject(py)?.into_any(), why.into_pyobject(py)?.into_any(), none()])?
+                }
+                // Notifications ("welcome", and those of later versions) need nothing.
+                (_, None) => continue,
+            };
+            return Ok(Some(message));
+        }
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PluginChannel>()
+}
