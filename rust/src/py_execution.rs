@@ -8,7 +8,6 @@ use pyo3::types::{PyBytes, PyTuple};
 
 static FROM_CORE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-
 /// A `dkron_exec.Execution` with the record's fields.
 pub fn to_py<'py>(py: Python<'py>, e: &Execution) -> PyResult<Bound<'py, PyAny>> {
     let from_core = FROM_CORE.get_or_try_init(py, || -> PyResult<_> {
@@ -36,16 +35,18 @@ pub fn to_py<'py>(py: Python<'py>, e: &Execution) -> PyResult<Bound<'py, PyAny>>
     from_core.bind(py).call1((fields,))
 }
 
-/// The record of a `dkron_exec.Execution` (anything with its `_to_core`).
-pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Execution> {
+/// The record of a `dkron_exec.Execution` (anything with its `_to_core`) without its output,
+/// and the output object (usually `bytes`, whose buffer the
+/// caller may borrow instead of copying it).
+pub fn from_py_parts<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Execution, Bound<'py, PyAny>)> {
     let t = obj.call_method0("_to_core")?.cast_into::<PyTuple>()?;
-    Ok(Execution {
+    let record = Execution {
         job_name: t.get_item(0)?.extract()?,
         key: t.get_item(1)?.extract()?,
         started_ns: t.get_item(2)?.extract()?,
         finished_ns: t.get_item(3)?.extract()?,
         success: t.get_item(4)?.extract()?,
-        output: t.get_item(5)?.extract()?,
+        output: Vec::new(),
         node_name: t.get_item(6)?.extract()?,
         group: t.get_item(7)?.extract()?,
         attempt: t.get_item(8)?.extract()?,
@@ -54,5 +55,16 @@ pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Execution> {
         output_truncated: t.get_item(11)?.extract()?,
         output_size: t.get_item(12)?.extract()?,
         processor_errors: t.get_item(13)?.extract()?,
-    })
+    };
+    Ok((record, t.get_item(5)?))
+}
+
+/// The bytes behind an output object: borrowed from a `bytes`, else copied into `copy`.
+/// (Extracting a Vec<u8> from `bytes` would go byte by byte: ~1 ms for 256 KiB.)
+pub fn output_bytes<'a>(output: &'a Bound<'_, PyAny>, copy: &'a mut Vec<u8>) -> PyResult<&'a [u8]> {
+    if let Ok(b) = output.cast::<PyBytes>() {
+        return Ok(b.as_bytes());
+    }
+    *copy = output.extract()?;
+    Ok(copy)
 }

@@ -17,7 +17,7 @@ use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::py_execution::{from_py, to_py};
+use crate::py_execution::{from_py_parts, output_bytes, to_py};
 
 pyo3::import_exception!(dkron_exec.plugin.wire, FrameError);
 
@@ -132,7 +132,9 @@ impl PluginChannel {
 
     /// Answers a `process` call with `execution` (its output as the body).
     fn send_result(&self, py: Python<'_>, id: u64, execution: &Bound<'_, PyAny>) -> PyResult<()> {
-        let record = from_py(execution)?;
+        let (record, output) = from_py_parts(execution)?;
+        let mut copy = Vec::new();
+        let output = output_bytes(&output, &mut copy)?;
         let mut head = Vec::with_capacity(512);
         head.extend_from_slice(&[0; 8]);
         head.extend_from_slice(b"{\"type\":\"result\",\"id\":");
@@ -140,9 +142,8 @@ impl PluginChannel {
         head.extend_from_slice(b",\"execution\":");
         record.write_protocol_json(&mut head);
         head.push(b'}');
-        let head = codec::finish_head(head, record.output.len(), self.max_frame)
-            .map_err(|e| FrameError::new_err(e.to_string()))?;
-        self.write(py, &head, &record.output)
+        let head = codec::finish_head(head, output.len(), self.max_frame).map_err(|e| FrameError::new_err(e.to_string()))?;
+        self.write(py, &head, output)
     }
 
     /// Answers a call with an error.

@@ -139,7 +139,13 @@ impl CallRef {
 }
 
 /// The header of a processor call (docs/PROTOCOL.md §4.2), encoded straight from the record.
-fn process_head(id: u64, execution: &Execution, config: &HashMap<String, String>, max: usize) -> Result<Vec<u8>, codec::CodecError> {
+fn process_head(
+    id: u64,
+    execution: &Execution,
+    body_len: usize,
+    config: &HashMap<String, String>,
+    max: usize,
+) -> Result<Vec<u8>, codec::CodecError> {
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(&[0; 8]);
     head.extend_from_slice(b"{\"type\":\"process\",\"id\":");
@@ -149,7 +155,7 @@ fn process_head(id: u64, execution: &Execution, config: &HashMap<String, String>
     head.extend_from_slice(b",\"config\":");
     serde_json::to_writer(&mut head, config).map_err(|e| codec::CodecError::Malformed(e.to_string()))?;
     head.push(b'}');
-    codec::finish_head(head, execution.output.len(), max)
+    codec::finish_head(head, body_len, max)
 }
 
 impl PluginHost {
@@ -236,25 +242,27 @@ impl PluginHost {
         config: &HashMap<String, String>,
         timeout: Option<Duration>,
     ) -> Result<Execution, PluginFailure> {
-        self.process_interruptible(name, execution, config, timeout, &mut || false)
+        self.process_interruptible(name, execution, &execution.output, config, timeout, &mut || false)
     }
 
-    /// `process`, asking `interrupted` at least every few milliseconds while it waits; true
-    /// cancels the call (Ctrl-C in the binding).
+    /// `process` with the output given apart (`execution.output` is not read: the binding lends
+    /// a Python buffer), asking `interrupted` at least every few milliseconds while it waits;
+    /// true cancels the call (Ctrl-C in the binding).
     pub fn process_interruptible(
         &self,
         name: &str,
         execution: &Execution,
+        output: &[u8],
         config: &HashMap<String, String>,
         timeout: Option<Duration>,
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Execution, PluginFailure> {
         let plugin = self.plugin(Kind::Processor, name)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let head = process_head(id, execution, config, self.config.max_frame)
+        let head = process_head(id, execution, output.len(), config, self.config.max_frame)
             .map_err(|e| plugin.failure(FailureKind::Protocol, format!("request not sent: {e}")))?;
         let deadline = timeout.map(|t| Instant::now() + t);
-        let Frame { header, body } = plugin.call(id, &head, &execution.output, deadline, timeout, None, interrupted)?;
+        let Frame { header, body } = plugin.call(id, &head, output, deadline, timeout, None, interrupted)?;
         let mut next = execution.clone_without_output();
         let empty = Map::new();
         let fields = match header.get("execution") {
