@@ -295,3 +295,25 @@ fn executor_runs_stream_into_the_capture() {
     cancelled.cancel();
     assert_eq!(cancelled.wait(Some(Duration::from_secs(5))).unwrap().reason.as_str(), "cancelled");
 }
+
+/// `DKRON_EXEC_BENCH_PLUGIN=/path/to/dkron-processor-x cargo test --release -- --ignored --nocapture`:
+/// the host's round trips per second to a fast plugin, without Python (profiling aid).
+#[test]
+#[ignore]
+fn process_rate() {
+    let Some(path) = std::env::var_os("DKRON_EXEC_BENCH_PLUGIN") else { return };
+    let h = host();
+    h.register(Kind::Processor, "bench", PathBuf::from(path));
+    let config = HashMap::from([("forward".to_string(), "true".to_string())]);
+    for size in [1024, 256 * 1024] {
+        let e = execution(&vec![b'x'; size]);
+        h.process("bench", &e, &config, None).unwrap();
+        let n = if size == 1024 { 50_000 } else { 2_000 };
+        let started = Instant::now();
+        for _ in 0..n {
+            assert_eq!(h.process("bench", &e, &config, None).unwrap().output.len(), size);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!("{size} bytes: {:.0} round trips/s ({:.1} us)", n as f64 / secs, secs / n as f64 * 1e6);
+    }
+}

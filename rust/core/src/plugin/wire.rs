@@ -74,6 +74,11 @@ impl FrameReader {
         }
     }
 
+    /// Bytes of a next frame are already in the buffer.
+    pub fn has_buffered(&self) -> bool {
+        self.end > self.start || self.large.is_some()
+    }
+
     /// A frame already complete in the buffer, without any system call.
     pub fn buffered(&mut self) -> Result<Option<Frame>, CodecError> {
         if let Some(large) = &self.large {
