@@ -10,6 +10,47 @@ static FROM_CORE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// A `dkron_exec.Execution` with the record's fields.
 pub fn to_py<'py>(py: Python<'py>, e: &Execution) -> PyResult<Bound<'py, PyAny>> {
+    let started = e.started_ns.into_pyobject(py)?.into_any();
+    let finished = e.finished_ns.into_pyobject(py)?.into_any();
+    build(py, e, started, finished, PyBytes::new(py, &e.output).into_any())
+}
+
+/// The execution a processor step returned for `base` (the Python object it was given, and its
+/// record and output): what did not change is shared with `base` instead of built again (the
+/// times, which cost most to build, and an output passed through unchanged).
+pub fn to_py_after<'py>(
+    py: Python<'py>,
+    e: &Execution,
+    base: &Bound<'py, PyAny>,
+    base_record: &Execution,
+    base_output: (&Bound<'py, PyAny>, &[u8]),
+) -> PyResult<Bound<'py, PyAny>> {
+    let started = if e.started_ns == base_record.started_ns {
+        base.getattr("started_at")?
+    } else {
+        e.started_ns.into_pyobject(py)?.into_any()
+    };
+    let finished = if e.finished_ns == base_record.finished_ns {
+        base.getattr("finished_at")?
+    } else {
+        e.finished_ns.into_pyobject(py)?.into_any()
+    };
+    let output = if e.output == base_output.1 && base_output.0.is_instance_of::<PyBytes>() {
+        base_output.0.clone()
+    } else {
+        PyBytes::new(py, &e.output).into_any()
+    };
+    build(py, e, started, finished, output)
+}
+
+/// `_from_core` of the fields; `started` and `finished` are ns or ready datetimes.
+fn build<'py>(
+    py: Python<'py>,
+    e: &Execution,
+    started: Bound<'py, PyAny>,
+    finished: Bound<'py, PyAny>,
+    output: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let from_core = FROM_CORE.get_or_try_init(py, || -> PyResult<_> {
         Ok(py.import("dkron_exec.execution")?.getattr("Execution")?.getattr("_from_core")?.unbind())
     })?;
@@ -18,10 +59,10 @@ pub fn to_py<'py>(py: Python<'py>, e: &Execution) -> PyResult<Bound<'py, PyAny>>
         [
             e.job_name.as_str().into_pyobject(py)?.into_any(),
             e.key.as_str().into_pyobject(py)?.into_any(),
-            e.started_ns.into_pyobject(py)?.into_any(),
-            e.finished_ns.into_pyobject(py)?.into_any(),
+            started,
+            finished,
             e.success.into_pyobject(py)?.to_owned().into_any(),
-            PyBytes::new(py, &e.output).into_any(),
+            output,
             e.node_name.as_str().into_pyobject(py)?.into_any(),
             e.group.into_pyobject(py)?.into_any(),
             e.attempt.into_pyobject(py)?.into_any(),

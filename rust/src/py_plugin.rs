@@ -16,7 +16,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::py_execution::{from_py_parts, output_bytes, to_py};
+use crate::py_execution::{from_py_parts, output_bytes, to_py_after};
 use crate::{seconds, wait_with_signals, Outcome, SIGNAL_POLL};
 
 pyo3::import_exception!(dkron_exec.errors, PluginError);
@@ -86,9 +86,9 @@ impl PluginHost {
     ) -> PyResult<Bound<'py, PyAny>> {
         // The output is borrowed from the `bytes` object (immutable, kept alive by `execution`)
         // while the GIL is released, not copied.
-        let (record, output) = from_py_parts(execution)?;
+        let (record, output_obj) = from_py_parts(execution)?;
         let mut copy = Vec::new();
-        let output = output_bytes(&output, &mut copy)?;
+        let output = output_bytes(&output_obj, &mut copy)?;
         let timeout = seconds(timeout, "timeout")?;
         let mut signal: Option<PyErr> = None;
         let mut checked = Instant::now();
@@ -107,7 +107,7 @@ impl PluginHost {
         };
         let result = py.detach(|| self.inner.process_interruptible(name, &record, output, &config, timeout, &mut interrupted));
         match result {
-            Ok(next) => to_py(py, &next),
+            Ok(next) => to_py_after(py, &next, execution, &record, (&output_obj, output)),
             Err(failure) => Err(signal.take().unwrap_or_else(|| plugin_error(py, &failure))),
         }
     }
