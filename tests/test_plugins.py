@@ -323,3 +323,37 @@ def test_unknown_executor_is_still_a_stored_failure(ex: Executor) -> None:
     execution = ex.run({"name": "u", "executor": "nope", "executor_config": {}})
     assert not execution.success and "no dkron-executor-nope plugin" in (execution.error or "")
     assert ex.executions("u")[0].key == execution.key
+
+
+def test_sdk_answers_carry_in_place_changes_and_unchanged_echoes(ex: Executor, plugin_dir: Path) -> None:
+    # The SDK answers "execution": {} when every field is still the object it handed out: a
+    # processor that changes the execution in place (a list appended to, an attribute set) must
+    # still have its changes arrive.
+    install(
+        plugin_dir,
+        "processor",
+        "inplace",
+        """
+        from dkron_exec.plugin import serve
+
+        class P:
+            def process(self, args):
+                e = args.execution
+                if args.config.get("mode") == "append":
+                    e.processor_errors.append("noted")
+                elif args.config.get("mode") == "set":
+                    e.error = "set in place"
+                    e.attempt = 7
+                return e
+
+        serve(processor=P())
+        """,
+    )
+    first = ex.run(job({}))
+    same = ex.plugins.process("inplace", first, {})
+    assert same == first
+    assert same.output is first.output and same.started_at is first.started_at
+    assert ex.plugins.process("inplace", first, {"mode": "append"}).processor_errors == ["noted"]
+    changed = ex.plugins.process("inplace", first, {"mode": "set"})
+    assert (changed.error, changed.attempt, changed.output) == ("set in place", 7, first.output)
+    assert first.error is None and first.processor_errors == []

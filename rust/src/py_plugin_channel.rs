@@ -22,7 +22,7 @@ use dkron_exec_core::plugin::serde_json::{self, Map, Value};
 use dkron_exec_core::plugin::wire::{self, FrameReader, Read, WriteError};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::py_execution::{from_py_parts, output_bytes, to_py};
 
@@ -124,6 +124,10 @@ pub struct PluginChannel {
     /// Threads inside `recv` (reading, or waiting for their turn).
     receivers: AtomicUsize,
     turns: Turns,
+    /// The fields of each execution handed out by `recv`, by call: an answer whose fields are
+    /// all still the same objects goes back as `"execution": {}` (nothing changed, PROTOCOL.md
+    /// §4.2), without encoding the record again or the host decoding it.
+    handed_out: Mutex<HashMap<u64, Py<PyDict>>>,
 }
 
 fn write_error(e: WriteError) -> PyErr {
@@ -159,6 +163,29 @@ fn execution_of(header: &Map<String, Value>, body: Vec<u8>) -> Result<Execution,
         execution.key = make_key(execution.started_ns, &execution.node_name);
     }
     Ok(execution)
+}
+
+/// The list among an execution's fields (the others are immutable values).
+const MUTABLE_FIELD: &str = "processor_errors";
+
+/// Every field of `execution` is still the object it was handed out with (the list: still the
+/// same items).
+fn unchanged(execution: &Bound<'_, PyAny>, fields: &Bound<'_, PyDict>) -> PyResult<bool> {
+    let Ok(now) = execution.getattr("__dict__")?.cast_into::<PyDict>() else { return Ok(false) };
+    if now.len() != fields.len() {
+        return Ok(false);
+    }
+    for (name, value) in fields.iter() {
+        let same = match now.get_item(&name)? {
+            Some(current) if name.eq(MUTABLE_FIELD)? => current.cast_into::<PyList>().is_ok_and(|l| l.to_tuple().eq(&value).unwrap_or(false)),
+            Some(current) => current.is(&value),
+            None => false,
+        };
+        if !same {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 impl PluginChannel {
@@ -208,6 +235,7 @@ impl PluginChannel {
             max_frame,
             receivers: AtomicUsize::new(0),
             turns: Turns::new(),
+            handed_out: Mutex::new(HashMap::new()),
         })
     }
 
@@ -233,6 +261,16 @@ impl PluginChannel {
 
     /// Answers a `process` call with `execution` (its output as the body).
     fn send_result(&self, py: Python<'_>, id: u64, execution: &Bound<'_, PyAny>) -> PyResult<()> {
+        let handed_out = self.handed_out.lock().unwrap().remove(&id);
+        if let Some(fields) = handed_out {
+            if unchanged(execution, fields.bind(py))? {
+                let mut copy = Vec::new();
+                let output = execution.getattr("output")?;
+                let output = output_bytes(&output, &mut copy)?;
+                let header = format!("{{\"type\":\"result\",\"id\":{id},\"execution\":{{}}}}");
+                return self.send(py, header.as_bytes(), output);
+            }
+        }
         let (record, output) = from_py_parts(execution)?;
         let mut copy = Vec::new();
         let output = output_bytes(&output, &mut copy)?;
@@ -249,6 +287,7 @@ impl PluginChannel {
 
     /// Answers a call with an error.
     fn send_error(&self, py: Python<'_>, id: u64, message: &str) -> PyResult<()> {
+        self.handed_out.lock().unwrap().remove(&id);
         let header = serde_json::json!({"type": "error", "id": id, "message": message});
         self.send(py, &serde_json::to_vec(&header).expect("JSON"), &[])
     }
@@ -274,7 +313,14 @@ impl PluginChannel {
                 ("process", Some(id)) => match execution_of(&header, body) {
                     Ok(execution) => {
                         let config = config_of(&header).into_pyobject(py)?.into_any();
-                        PyTuple::new(py, [kind.into_pyobject(py)?.into_any(), id.into_pyobject(py)?.into_any(), to_py(py, &execution)?, config])?
+                        let execution = to_py(py, &execution)?;
+                        let fields = execution.getattr("__dict__")?.cast_into::<PyDict>()?.copy()?;
+                        // The one mutable field: a processor may append to it in place.
+                        if let Some(errors) = fields.get_item(MUTABLE_FIELD)? {
+                            fields.set_item(MUTABLE_FIELD, errors.cast_into::<PyList>()?.to_tuple())?;
+                        }
+                        self.handed_out.lock().unwrap().insert(id, fields.unbind());
+                        PyTuple::new(py, [kind.into_pyobject(py)?.into_any(), id.into_pyobject(py)?.into_any(), execution, config])?
                     }
                     Err(why) => {
                         PyTuple::new(py, ["invalid".into_pyobject(py)?.into_any(), id.into_pyobject(py)?.into_any(), why.into_pyobject(py)?.into_any(), none()])?
