@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use dkron_exec_core::execution::{make_key, Execution};
-use dkron_exec_core::plugin::codec::{self, Frame, MAX_FRAME};
-use dkron_exec_core::plugin::serde_json::{self, Map, Value};
-use dkron_exec_core::plugin::wire::{self, FrameReader, Read, WriteError};
+use dkron_exec_core::execution::{make_key, Execution, ProtocolFields};
+use dkron_exec_core::plugin::codec::{self, Request, MAX_FRAME};
+use dkron_exec_core::plugin::serde_json::{self, Value};
+use dkron_exec_core::plugin::wire::{self, FrameReader, RawFrame, Read, WriteError};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
@@ -138,27 +138,25 @@ fn write_error(e: WriteError) -> PyErr {
 }
 
 /// The config map of a call: string values, as in Dkron (anything else as its JSON text).
-fn config_of(header: &Map<String, Value>) -> HashMap<String, String> {
-    let Some(Value::Object(config)) = header.get("config") else { return HashMap::new() };
+fn config_of(config: Option<HashMap<String, Value>>) -> HashMap<String, String> {
     config
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
         .collect()
 }
 
 /// The execution of a `process` request; its output is the frame's body.
-fn execution_of(header: &Map<String, Value>, body: Vec<u8>) -> Result<Execution, String> {
-    let empty = Map::new();
-    let fields = match header.get("execution") {
-        Some(Value::Object(fields)) => fields,
-        None | Some(Value::Null) => &empty,
-        Some(_) => return Err("the execution is not an object".into()),
-    };
-    if !fields.contains_key("started_at") {
+fn execution_of(fields: Option<ProtocolFields>, body: Vec<u8>) -> Result<Execution, String> {
+    let fields = fields.unwrap_or_default();
+    if fields.started_at.is_none() {
         return Err("started_at: an execution needs a start time".into());
     }
     let mut execution = Execution::default();
-    execution.merge_protocol_fields(fields, body)?;
+    execution.apply_protocol_fields(fields, body)?;
     if execution.key.is_empty() {
         execution.key = make_key(execution.started_ns, &execution.node_name);
     }
@@ -206,9 +204,9 @@ impl PluginChannel {
         self.reader.lock().unwrap().has_buffered()
     }
 
-    fn next_frame(&self, py: Python<'_>) -> PyResult<Option<Frame>> {
+    fn next_frame(&self, py: Python<'_>) -> PyResult<Option<RawFrame>> {
         loop {
-            let read = py.detach(|| self.reader.lock().unwrap().next(self.fd(), 0));
+            let read = py.detach(|| self.reader.lock().unwrap().next_raw(self.fd(), 0));
             match read {
                 Ok(Read::Frame(frame)) => return Ok(Some(frame)),
                 Ok(Read::Eof) => return Ok(None),
@@ -304,15 +302,25 @@ impl PluginChannel {
     /// The next message, and whether it is a call (the thread will be busy running it).
     fn recv_message<'py>(&self, py: Python<'py>) -> PyResult<Option<(Bound<'py, PyTuple>, bool)>> {
         loop {
-            let Some(Frame { header, body }) = self.next_frame(py)? else { return Ok(None) };
-            let kind = header.get("type").and_then(Value::as_str).unwrap_or("");
-            let id = header.get("id").and_then(Value::as_u64);
+            let Some(RawFrame { header, body }) = self.next_frame(py)? else { return Ok(None) };
             let none = || py.None().into_bound(py);
-            let message = match (kind, id) {
+            let request: Request = match serde_json::from_slice(&header) {
+                Ok(request) => request,
+                Err(why) => {
+                    // Not a JSON object with a "type" at all: the host broke the protocol.
+                    let generic = codec::parse_header(&header).map_err(|e| FrameError::new_err(e.to_string()))?;
+                    let Some(id) = generic.get("id").and_then(Value::as_u64) else { continue };
+                    let why = format!("malformed request: {why}");
+                    let message = ["invalid".into_pyobject(py)?.into_any(), id.into_pyobject(py)?.into_any(), why.into_pyobject(py)?.into_any(), none()];
+                    return Ok(Some((PyTuple::new(py, message)?, false)));
+                }
+            };
+            let kind = request.kind.as_str();
+            let message = match (kind, request.id) {
                 ("shutdown", _) => return Ok(None),
-                ("process", Some(id)) => match execution_of(&header, body) {
+                ("process", Some(id)) => match execution_of(request.execution, body) {
                     Ok(execution) => {
-                        let config = config_of(&header).into_pyobject(py)?.into_any();
+                        let config = config_of(request.config).into_pyobject(py)?.into_any();
                         let execution = to_py(py, &execution)?;
                         let fields = execution.getattr("__dict__")?.cast_into::<PyDict>()?.copy()?;
                         // The one mutable field: a processor may append to it in place.
@@ -326,13 +334,10 @@ impl PluginChannel {
                         PyTuple::new(py, ["invalid".into_pyobject(py)?.into_any(), id.into_pyobject(py)?.into_any(), why.into_pyobject(py)?.into_any(), none()])?
                     }
                 },
-                ("execute", Some(id)) => {
-                    let json = serde_json::to_vec(&header).expect("JSON");
-                    PyTuple::new(
-                        py,
-                        [kind.into_pyobject(py)?.into_any(), id.into_pyobject(py)?.into_any(), PyBytes::new(py, &json).into_any(), PyBytes::new(py, &body).into_any()],
-                    )?
-                }
+                ("execute", Some(id)) => PyTuple::new(
+                    py,
+                    [kind.into_pyobject(py)?.into_any(), id.into_pyobject(py)?.into_any(), PyBytes::new(py, &header).into_any(), PyBytes::new(py, &body).into_any()],
+                )?,
                 ("cancel", Some(id)) => PyTuple::new(py, [kind.into_pyobject(py)?.into_any(), id.into_pyobject(py)?.into_any(), none(), none()])?,
                 (other, Some(id)) => {
                     let why = format!("unknown request type {other:?}");

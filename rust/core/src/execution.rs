@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 /// Dkron's `Execution` plus dkron_exec's own fields (exit code, error, output accounting,
@@ -177,6 +178,83 @@ impl Execution {
     }
 }
 
+/// The fields of docs/PROTOCOL.md §4.1 as a peer sent them, read straight from the JSON (no map
+/// in between): a field left out (or null where null means nothing) is None and keeps its value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ProtocolFields {
+    pub id: Option<String>,
+    pub key: Option<String>,
+    pub job_name: Option<String>,
+    pub started_at: Option<String>,
+    #[serde(deserialize_with = "present")]
+    pub finished_at: Option<Option<String>>,
+    pub success: Option<bool>,
+    pub node_name: Option<String>,
+    pub group: Option<i64>,
+    pub attempt: Option<u32>,
+    #[serde(deserialize_with = "present")]
+    pub exit_code: Option<Option<i32>>,
+    #[serde(deserialize_with = "present")]
+    pub error: Option<Option<String>>,
+    pub output_truncated: Option<bool>,
+    pub output_size: Option<u64>,
+    pub processor_errors: Option<Vec<String>>,
+}
+
+/// A nullable field that is there: Some(None) for null (only a missing field is None).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl Execution {
+    /// `merge_protocol_fields` for fields parsed with `ProtocolFields`.
+    pub fn apply_protocol_fields(&mut self, f: ProtocolFields, output: Vec<u8>) -> Result<(), String> {
+        let time = |name: &str, text: &str| parse_rfc3339(text).ok_or_else(|| format!("execution field {name:?} has an unexpected value {text:?}"));
+        if let Some(key) = f.key.or(f.id) {
+            self.key = key;
+        }
+        if let Some(v) = f.job_name {
+            self.job_name = v;
+        }
+        if let Some(v) = f.started_at {
+            self.started_ns = time("started_at", &v)?;
+        }
+        if let Some(v) = f.finished_at {
+            self.finished_ns = v.map(|t| time("finished_at", &t)).transpose()?;
+        }
+        if let Some(v) = f.success {
+            self.success = v;
+        }
+        if let Some(v) = f.node_name {
+            self.node_name = v;
+        }
+        if let Some(v) = f.group {
+            self.group = v;
+        }
+        if let Some(v) = f.attempt {
+            self.attempt = v;
+        }
+        if let Some(v) = f.exit_code {
+            self.exit_code = v;
+        }
+        if let Some(v) = f.error {
+            self.error = v;
+        }
+        if let Some(v) = f.output_truncated {
+            self.output_truncated = v;
+        }
+        if let Some(v) = f.output_size {
+            self.output_size = v;
+        }
+        if let Some(v) = f.processor_errors {
+            self.processor_errors = v;
+        }
+        self.output = output;
+        Ok(())
+    }
+}
+
 /// `fmt::Write` into a byte buffer.
 struct Bytes<'a>(&'a mut Vec<u8>);
 
@@ -277,6 +355,12 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 mod tests {
     use super::*;
 
+    fn json_of(e: &Execution) -> Vec<u8> {
+        let mut json = Vec::new();
+        e.write_protocol_json(&mut json);
+        json
+    }
+
     #[test]
     fn rfc3339_round_trips_at_microsecond_precision() {
         for (ns, text) in [
@@ -322,6 +406,14 @@ mod tests {
         let mut copy = Execution::default();
         copy.merge_protocol_fields(&e.protocol_fields(), b"out".to_vec()).unwrap();
         assert_eq!(copy, e);
+        let mut typed = Execution::default();
+        let fields: ProtocolFields = serde_json::from_slice(&json_of(&e)).unwrap();
+        typed.apply_protocol_fields(fields, b"out".to_vec()).unwrap();
+        assert_eq!(typed, e);
+        let mut nulls = e.clone();
+        let fields: ProtocolFields = serde_json::from_str(r#"{"error": null, "exit_code": null, "x": 1}"#).unwrap();
+        nulls.apply_protocol_fields(fields, Vec::new()).unwrap();
+        assert_eq!((nulls.error, nulls.exit_code, nulls.attempt), (None, None, 2));
         // Left-out fields keep their value; the body is the new output.
         let mut partial = e.clone();
         partial.merge_protocol_fields(&Map::new(), b"new".to_vec()).unwrap();

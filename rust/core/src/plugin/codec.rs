@@ -7,8 +7,24 @@
 //! B bytes body: raw bytes (job output is never base64'd)
 //! ```
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::execution::ProtocolFields;
+
+/// A request as a plugin reads it, parsed straight from the header's JSON (the SDK's hot path:
+/// no map in between). Unknown keys are ignored.
+#[derive(Debug, Deserialize)]
+pub struct Request {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub execution: Option<ProtocolFields>,
+    #[serde(default)]
+    pub config: Option<std::collections::HashMap<String, Value>>,
+}
 
 /// The largest frame either side may send (prefix excluded): 64 MiB.
 pub const MAX_FRAME: usize = 64 << 20;

@@ -14,19 +14,32 @@ const BUFFER: usize = 64 * 1024;
 
 /// What one attempt to read a frame gave.
 #[derive(Debug)]
-pub enum Read {
-    Frame(Frame),
+pub enum Read<F = Frame> {
+    Frame(F),
     /// Nothing complete yet: the socket's receive timeout passed, or it was a non-blocking read.
     WouldBlock,
     /// A clean end of stream between frames.
     Eof,
 }
 
-/// A frame whose header is parsed and whose body is still arriving.
+/// A frame whose header is in and whose body is still arriving.
 struct LargeBody {
-    header: serde_json::Map<String, serde_json::Value>,
+    header: Vec<u8>,
     body: Vec<u8>,
     want: usize,
+}
+
+/// A frame whose header is still JSON bytes.
+#[derive(Debug)]
+pub struct RawFrame {
+    pub header: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+impl RawFrame {
+    pub fn parse(self) -> Result<Frame, CodecError> {
+        Ok(Frame { header: parse_header(&self.header)?, body: self.body })
+    }
 }
 
 pub struct FrameReader {
@@ -44,8 +57,22 @@ impl FrameReader {
 
     /// The next frame from `fd`; `flags` are recv's (MSG_DONTWAIT for a read that must not block).
     pub fn next(&mut self, fd: RawFd, flags: libc::c_int) -> Result<Read, CodecError> {
+        Ok(match self.next_raw(fd, flags)? {
+            Read::Frame(raw) => Read::Frame(raw.parse()?),
+            Read::WouldBlock => Read::WouldBlock,
+            Read::Eof => Read::Eof,
+        })
+    }
+
+    /// A frame already complete in the buffer, without any system call.
+    pub fn buffered(&mut self) -> Result<Option<Frame>, CodecError> {
+        self.buffered_raw()?.map(RawFrame::parse).transpose()
+    }
+
+    /// `next` with the header left as bytes, for a reader that parses it its own way.
+    pub fn next_raw(&mut self, fd: RawFd, flags: libc::c_int) -> Result<Read<RawFrame>, CodecError> {
         loop {
-            if let Some(frame) = self.buffered()? {
+            if let Some(frame) = self.buffered_raw()? {
                 return Ok(Read::Frame(frame));
             }
             let got = match &mut self.large {
@@ -79,14 +106,13 @@ impl FrameReader {
         self.end > self.start || self.large.is_some()
     }
 
-    /// A frame already complete in the buffer, without any system call.
-    pub fn buffered(&mut self) -> Result<Option<Frame>, CodecError> {
+    fn buffered_raw(&mut self) -> Result<Option<RawFrame>, CodecError> {
         if let Some(large) = &self.large {
             if large.body.len() < large.want {
                 return Ok(None);
             }
             let LargeBody { header, body, .. } = self.large.take().unwrap();
-            return Ok(Some(Frame { header, body }));
+            return Ok(Some(RawFrame { header, body }));
         }
         let avail = &self.buf[self.start..self.end];
         if avail.len() < 4 {
@@ -99,13 +125,13 @@ impl FrameReader {
         if avail.len() >= 4 + len {
             let payload = &avail[4..4 + len];
             let hlen = header_len(payload)?;
-            let header = parse_header(&payload[4..4 + hlen])?;
+            let header = payload[4..4 + hlen].to_vec();
             let body = payload[4 + hlen..].to_vec();
             self.start += 4 + len;
             if self.start == self.end {
                 (self.start, self.end) = (0, 0);
             }
-            return Ok(Some(Frame { header, body }));
+            return Ok(Some(RawFrame { header, body }));
         }
         // A frame larger than the buffer: once its header is in, the body gets its own buffer.
         if 4 + len > self.buf.len() && avail.len() >= 8 {
@@ -114,13 +140,13 @@ impl FrameReader {
                 return Err(CodecError::Malformed(format!("header length {hlen} exceeds the frame's {} bytes", len - 4)));
             }
             if avail.len() >= 8 + hlen {
-                let header = parse_header(&avail[8..8 + hlen])?;
+                let header = avail[8..8 + hlen].to_vec();
                 let want = len - 4 - hlen;
                 let mut body = Vec::with_capacity(want);
                 body.extend_from_slice(&avail[8 + hlen..]);
                 (self.start, self.end) = (0, 0);
                 self.large = Some(LargeBody { header, body, want });
-                return self.buffered();
+                return self.buffered_raw();
             }
         }
         Ok(None)
