@@ -357,3 +357,16 @@ def test_sdk_answers_carry_in_place_changes_and_unchanged_echoes(ex: Executor, p
     changed = ex.plugins.process("inplace", first, {"mode": "set"})
     assert (changed.error, changed.attempt, changed.output) == ("set in place", 7, first.output)
     assert first.error is None and first.processor_errors == []
+
+
+def test_ctrl_c_cancels_a_waiting_processor_call(ex: Executor, plugin_dir: Path) -> None:
+    install(plugin_dir, "processor", "slow", PROCESSOR)
+    first = ex.run(job({}))
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        ex.plugins.process("slow", first, {"sleep": "30"})
+    assert time.monotonic() - started < 5
+    # The plugin got a cancel and is still usable (or restarted) for the next call.
+    assert ex.plugins.process("slow", first, {"append": "!"}).output == first.output + b"!"
