@@ -2,8 +2,9 @@
 
 A group is a ``benches/bench_*.py`` module that decorates a builder with :func:`group`. The builder gets an
 :class:`Env` and returns :class:`Figure` objects; both ``python -m benches.compare`` and pytest read them,
-so a figure is written once. A builder raises :class:`Missing` (or lets an ``ImportError`` escape) when a
-component it needs is not built yet: the group is then skipped with a note instead of failing.
+so a figure is written once. A builder raises :class:`Missing` when a component it needs is not built yet:
+the group is then skipped with a note. Any other error, an ``ImportError`` included, fails the group: a
+broken bench must not pass for a skipped one.
 """
 
 from __future__ import annotations
@@ -137,11 +138,9 @@ def registered() -> dict[str, Group]:
 
 
 def build(name: str, env: Env) -> list[Figure]:
-    """The group's figures; raises Missing when the group or a component it needs is not there."""
+    """The group's figures; raises Missing when the group or a component it needs is not there (only
+    then: an ImportError is a broken bench, and fails)."""
     entry = _GROUPS.get(name)
     if entry is None:
         raise Missing(f"no benches/bench_*.py registers group {name!r} yet")
-    try:
-        return entry.build(env)
-    except ImportError as exc:
-        raise Missing(f"{exc}") from exc
+    return entry.build(env)

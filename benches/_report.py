@@ -34,7 +34,8 @@ def target_cell(target: Target, result: Result) -> str:
     text = target.describe().replace(" c", " C").replace(" python", " Py")
     if target.kind == "ratio" and target.baseline not in BASELINES:
         # A baseline with no column of its own (e.g. the bare spawn rate): show the ratio here.
-        text += f" (now {ratio(result.ratio(target.baseline))})"
+        theirs = number(result.medians.get(target.baseline))
+        text += f" (now {ratio(result.ratio(target.baseline))}; {target.baseline} {theirs})"
     return text
 
 

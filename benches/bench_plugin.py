@@ -5,7 +5,9 @@ a raw body) driving an echo plugin written with ``dkron_exec.plugin.serve`` (the
 same host driving a C echo plugin (``dkron-processor-cecho``, built from ``c/pingpong.c``): the host's
 own cost without the SDK's. Python: a host and a plugin in plain Python, JSON lines over a pipe with the
 output in base64 (``_jsonl_plugin.py``). C: ``c/pingpong.c``, two processes echoing the same frames over a
-socketpair, no host and no JSON parsing (the limit of the transport).
+socketpair, no host and no JSON parsing (the limit of the transport). Go (when ``go`` is on PATH, Python SDK
+figures): Dkron v4.0.5's own plugin client calling Dkron's minimal Go processor (``_go.py``), the plugin
+stack dkron_exec replaces.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from . import _baselines
+from . import _baselines, _go
 from ._cases import run_case
 from ._registry import Env, Figure, Subject, Target, group
 from ._timing import rate, timed_loop
@@ -101,12 +103,13 @@ class JsonLinesPlugin:
             self.proc.wait()
 
 
-def figure(env: Env, label: str, size: int, plugin: str, jsonl: JsonLinesPlugin) -> Figure:
+def figure(env: Env, label: str, size: int, plugin: str, jsonl: JsonLinesPlugin, go: bool) -> Figure:
     from dkron_exec import Execution
 
     n = env.pick(test=2, quick=2000 if size <= 4096 else 200, full=10_000 if size <= 4096 else 1000)
     # The JSON-lines plugin is ~100x slower with big outputs: fewer of its round trips per sample.
     n_python = n if size <= 4096 else max(2, n // 10)
+    go_seconds = env.pick(test=0.05, quick=1, full=2)
     m = manager(env.results)
     now = datetime.now(timezone.utc)
     execution = Execution(job_name="bench", started_at=now, finished_at=now, success=True, output=b"x" * size)
@@ -124,17 +127,34 @@ def figure(env: Env, label: str, size: int, plugin: str, jsonl: JsonLinesPlugin)
     def c_loop(count: int) -> float:
         return _baselines.run("pingpong", size, count, results=env.results)["seconds"]
 
-    kind = "Python SDK plugin" if plugin == "pyecho" else "C plugin"
+    def go_rate() -> float:
+        return _go.processor_calls_per_second(size, go_seconds, env.results)
+
+    sdk = plugin == "pyecho"
+    kind = "Python SDK plugin" if sdk else "C plugin"
+    subjects = [
+        Subject("dkron_exec", rate(n, 1, timed_loop(dkron)), f"PluginManager.process, {kind}"),
+        Subject("python", rate(n_python, 1, timed_loop(plain)), "JSON lines over a pipe, base64 output"),
+        Subject("c", rate(n, 1, c_loop), "C ping-pong of the same frames on a socketpair"),
+    ]
+    if sdk and go:
+        note = "Dkron v4.0.5's Go plugin client calling Dkron's minimal Go processor (net/rpc + gob, yamux)"
+        subjects.append(Subject("go", go_rate, note))
+    if size > 4096:
+        targets = [Target("ratio", 0.7, "c", "plugin round trip vs C ping-pong")]
+    elif sdk:
+        targets = [
+            Target("ratio", 0.5, "c", "Python SDK plugin 1 KiB vs C ping-pong"),
+            *([Target("ratio", 1.5, "go", "Python SDK plugin 1 KiB vs Dkron's Go plugin")] if go else []),
+        ]
+    else:
+        targets = [Target("ratio", 0.8, "c", "C plugin 1 KiB vs C ping-pong")]
     return Figure(
         id=f"plugin-{plugin}-{size}",
         title=f"plugin round trip {label}, {kind}",
         unit="round trips/s",
-        subjects=[
-            Subject("dkron_exec", rate(n, 1, timed_loop(dkron)), f"PluginManager.process, {kind}"),
-            Subject("python", rate(n_python, 1, timed_loop(plain)), "JSON lines over a pipe, base64 output"),
-            Subject("c", rate(n, 1, c_loop), "C ping-pong of the same frames on a socketpair"),
-        ],
-        targets=[Target("ratio", 0.7, "c", "plugin round trip vs C ping-pong")],
+        subjects=subjects,
+        targets=targets,
         series=f"plugin-{plugin}",
         x=size,
     )
@@ -142,10 +162,14 @@ def figure(env: Env, label: str, size: int, plugin: str, jsonl: JsonLinesPlugin)
 
 @group(GROUP)
 def figures(env: Env) -> list[Figure]:
-    import dkron_exec.plugin_host  # noqa: F401  (ImportError: no plugin host in this build)
-
+    go = _go.go() is not None
+    if go:
+        _go.build(env.results)  # a failed build fails the group: no silent skip
+    else:
+        print("[note] plugin: go is not on PATH: the Go plugin baseline is left out", file=sys.stderr)
     jsonl = JsonLinesPlugin()
-    return [figure(env, label, size, p, jsonl) for p in ("pyecho", "cecho") for label, size in SIZES.items()]
+    plugins = ("pyecho", "cecho")
+    return [figure(env, label, size, p, jsonl, go) for p in plugins for label, size in SIZES.items()]
 
 
 def test_plugin(case: tuple[Figure, Subject], request: pytest.FixtureRequest) -> None:

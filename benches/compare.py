@@ -6,7 +6,8 @@
 
 Prints the table (medians, ratios, targets), writes ``bench-results/results.json`` (plus a timestamped
 copy), ``bench-results/table.md`` and PNG charts. Every group is a ``benches/bench_*.py`` module that
-registers its figures (see ``_registry.py``); a group whose component is not built is skipped with a note.
+registers its figures (see ``_registry.py``); a group whose component is not built (``Missing``) is skipped
+with a note, and any other error fails the run.
 """
 
 from __future__ import annotations
@@ -26,16 +27,11 @@ from ._registry import EXPECTED, Env, Missing, build, registered
 PACKAGE = Path(__file__).parent
 
 
-def discover() -> dict[str, str]:
-    """Imports every benches/bench_*.py; returns the modules that could not be imported, with why."""
-    broken = {}
+def discover() -> None:
+    """Imports every benches/bench_*.py (an import error is a broken bench: it fails the run)."""
     for info in pkgutil.iter_modules([str(PACKAGE)]):
         if info.name.startswith("bench_"):
-            try:
-                importlib.import_module(f"{__package__}.{info.name}")
-            except ImportError as exc:  # a group for a component that is not in this build
-                broken[info.name] = str(exc)
-    return broken
+            importlib.import_module(f"{__package__}.{info.name}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     env = Env(mode="full" if args.full else "quick", results=args.out)
     reps = args.reps or (11 if args.full else 7)
     args.out.mkdir(parents=True, exist_ok=True)
-    broken = discover()
+    discover()
     names = list(dict.fromkeys([*EXPECTED, *registered()]))
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
@@ -100,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         "figures": [_report.record(r, g) for g, r in results],
         "targets": summary,
         "skipped": skipped,
-        "unimportable": broken,
     }
     blob = json.dumps(record, indent=2)
     (args.out / "results.json").write_text(blob)

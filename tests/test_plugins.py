@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 
 from conftest import pid_alive, wait_gone
@@ -295,11 +294,8 @@ def test_a_raising_processor_is_a_remote_plugin_error_for_a_direct_call(plugin_d
     host = PluginHost()
     try:
         host.register("processor", "picky", str(path))
-        execution = an_execution("j").to_dict()
-        del execution["output"]  # the body carries it
-        fields = {"execution": execution, "config": {"raise": "again"}}
         with pytest.raises(PluginError) as info:
-            host.process("picky", orjson.dumps(fields), b"out")
+            host.process("picky", an_execution("j"), {"raise": "again"})
         assert getattr(info.value, "kind", None) == "remote"
         assert str(info.value).endswith("ValueError: again")
     finally:
@@ -347,3 +343,60 @@ def test_unknown_executor_is_still_a_stored_failure(ex: Executor) -> None:
     execution = ex.run({"name": "u", "executor": "nope", "executor_config": {}})
     assert not execution.success and "no dkron-executor-nope plugin" in (execution.error or "")
     assert ex.executions("u")[0].key == execution.key
+
+
+def test_sdk_answers_carry_in_place_changes_and_unchanged_echoes(ex: Executor, plugin_dir: Path) -> None:
+    # The SDK answers "execution": {} when every field is still the object it handed out: a
+    # processor that changes the execution in place (a list appended to, an attribute set) must
+    # still have its changes arrive.
+    install(
+        plugin_dir,
+        "processor",
+        "inplace",
+        """
+        from dkron_exec.plugin import serve
+
+        class P:
+            def process(self, args):
+                e = args.execution
+                if args.config.get("mode") == "append":
+                    e.processor_errors.append("noted")
+                elif args.config.get("mode") == "set":
+                    e.error = "set in place"
+                    e.attempt = 7
+                return e
+
+        serve(processor=P())
+        """,
+    )
+    first = ex.run(shell_job("j", "echo hello"))
+    host = PluginHost()
+    try:
+        host.register("processor", "inplace", str(plugin_dir / "dkron-processor-inplace"))
+        same = host.process("inplace", first, {})
+        assert same == first
+        assert same.output is first.output and same.started_at is first.started_at
+        assert host.process("inplace", first, {"mode": "append"}).processor_errors == ["noted"]
+        changed = host.process("inplace", first, {"mode": "set"})
+        assert (changed.error, changed.attempt, changed.output) == ("set in place", 7, first.output)
+        assert first.error is None and first.processor_errors == []
+    finally:
+        host.close()
+
+
+def test_ctrl_c_cancels_a_waiting_processor_call(ex: Executor, plugin_dir: Path) -> None:
+    # The chain runs on the caller's thread: a plugin call waiting there still sees Ctrl-C.
+    install(plugin_dir, "processor", "slow", PROCESSOR)
+    ex.run(shell_job("warm", "true", processors={"slow": {}}))
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        ex.run(shell_job("j", "echo hello", processors={"slow": {"sleep": "30"}}))
+    assert time.monotonic() - started < 5
+    [stored] = ex.executions("j")
+    [err] = stored.processor_errors
+    assert err.startswith("slow: ") and "cancel" in err
+    # The plugin got a cancel and is still usable (or restarted) for the next call.
+    after = ex.run(shell_job("j", "echo hello", processors={"slow": {"append": "!"}}))
+    assert after.output == b"hello\n!" and after.processor_errors == []

@@ -4,7 +4,9 @@ import builtins
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import final
+from typing import Any, final
+
+from .execution import Execution
 
 from .execution import Execution
 from .store import Store
@@ -17,6 +19,7 @@ __all__ = [
     "SHELL_KEYS",
     "CompletionQueue",
     "JobPlan",
+    "PluginChannel",
     "PluginHost",
     "RunHandle",
     "Runtime",
@@ -243,15 +246,34 @@ class PluginHost:
     ) -> PluginHost: ...
     def register(self, kind: str, name: str, path: str) -> None: ...
     def process(
-        self, name: str, fields: bytes, body: bytes, timeout: float | None = None
-    ) -> tuple[bytes, bytes]:
-        """One processor call; returns the answer's JSON header and its body. Raises PluginError."""
+        self, name: str, execution: Execution, config: dict[str, str], timeout: float | None = None
+    ) -> Execution:
+        """One processor call: the plugin's answer merged into a copy of ``execution``.
+        Raises PluginError (its ``kind`` says what failed); Ctrl-C cancels the call."""
 
     def pid(self, kind: str, name: str) -> int | None: ...
     def drain_logs(self, timeout: float = 0.0) -> list[tuple[str, str, str]] | None:
         """Plugin output lines (plugin, stream, line); None once the host is closed."""
 
     def close(self, grace: float = 2.0) -> None: ...
+
+@final
+class PluginChannel:
+    """The plugin side of the channel, for the SDK's ``serve``: frames read and written in Rust,
+    the GIL released while a thread waits. Owns ``fd``."""
+
+    def __new__(cls, fd: int, max_frame: int = ...) -> PluginChannel: ...
+    def recv(self) -> tuple[str, int, Any, Any] | None:
+        """``("process", id, Execution, config)``, ``("execute", id, header JSON, payload)``,
+        ``("cancel", id, None, None)``, ``("invalid", id, why, None)``; None at shutdown or EOF.
+        Raises ``dkron_exec.plugin.wire.FrameError`` when the host breaks the protocol."""
+
+    def receivers(self) -> int:
+        """Threads now inside ``recv``."""
+
+    def send_result(self, id: int, execution: Execution) -> None: ...
+    def send_error(self, id: int, message: str) -> None: ...
+    def send(self, header: bytes, body: bytes = ...) -> None: ...
 
 @final
 class SqliteStore:

@@ -4,6 +4,7 @@
 mod errors;
 mod py_execution;
 mod py_plugin;
+mod py_plugin_channel;
 mod py_runtime;
 mod py_sinks;
 mod py_syslog;
@@ -42,6 +43,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     py_sinks::register(m)?;
     py_syslog::register(m)?;
     py_plugin::register(m)?;
+    py_plugin_channel::register(m)?;
     py_store::register(m)?;
     Ok(())
 }

@@ -2,18 +2,21 @@
 //! benchmarks; an Executor reaches its plugins through `Runtime`. Blocking waits release the GIL
 //! and poll for signals, as in lib.rs.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
-use dkron_exec_core::plugin::codec::{Frame, MAX_FRAME};
-use dkron_exec_core::plugin::host::{CallSlot, HostConfig, PluginHost as CoreHost};
+use dkron_exec_core::plugin::codec::MAX_FRAME;
+use dkron_exec_core::plugin::host::{HostConfig, PluginHost as CoreHost};
 use dkron_exec_core::plugin::{Kind, PluginFailure};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
-use dkron_exec_core::plugin::serde_json::{self, Map, Value};
 
+use crate::py_execution::{from_py_parts, output_bytes, to_py_after};
 use crate::{seconds, SIGNAL_POLL};
+
+pyo3::import_exception!(dkron_exec.errors, PluginError);
 
 /// (plugin, stream, line)
 type LogTuple = (String, &'static str, String);
@@ -22,22 +25,14 @@ fn kind_of(kind: &str) -> PyResult<Kind> {
     Kind::parse(kind).ok_or_else(|| PyValueError::new_err(format!("kind must be 'processor' or 'executor', got {kind:?}")))
 }
 
-fn json_object(data: &[u8], what: &str) -> PyResult<Map<String, Value>> {
-    match serde_json::from_slice::<Value>(data) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(PyValueError::new_err(format!("{what} must be a JSON object"))),
-    }
-}
 
 /// dkron_exec.errors.PluginError, with `kind` set to the failure's kind.
-fn plugin_error(py: Python<'_>, failure: &PluginFailure) -> PyErr {
-    let make = || -> PyResult<PyErr> {
-        let cls = py.import("dkron_exec.errors")?.getattr("PluginError")?;
-        let err = cls.call1((failure.message.clone(),))?;
-        err.setattr("kind", failure.kind.as_str())?;
-        Ok(PyErr::from_value(err))
-    };
-    make().unwrap_or_else(|e| e)
+pub(crate) fn plugin_error(py: Python<'_>, failure: &PluginFailure) -> PyErr {
+    let err = PluginError::new_err(failure.message.clone());
+    if let Err(e) = err.value(py).setattr("kind", failure.kind.as_str()) {
+        return e;
+    }
+    err
 }
 
 #[pyclass(module = "dkron_exec._core", name = "PluginHost", frozen)]
@@ -67,52 +62,49 @@ impl PluginHost {
         Ok(())
     }
 
-    /// One processor call: `fields` is a JSON object (execution, config), `body` the output.
-    /// Returns the answer's header (JSON) and body. Raises PluginError.
-    #[pyo3(signature = (name, fields, body, timeout = None))]
+    /// One processor call: the answer merged into a copy of `execution`. The GIL is released
+    /// while it waits; Ctrl-C cancels the call. Raises PluginError.
+    #[pyo3(signature = (name, execution, config, timeout = None))]
     fn process<'py>(
         &self,
         py: Python<'py>,
         name: &str,
-        fields: &[u8],
-        body: &[u8],
+        execution: &Bound<'py, PyAny>,
+        config: HashMap<String, String>,
         timeout: Option<f64>,
-    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
-        let mut header = json_object(fields, "fields")?;
-        header.insert("type".into(), Value::from("process"));
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // The output is borrowed from the `bytes` object (immutable, kept alive by `execution`)
+        // while the GIL is released, not copied.
+        let (record, output_obj) = from_py_parts(execution)?;
+        let mut copy = Vec::new();
+        let output = output_bytes(&output_obj, &mut copy)?;
         let timeout = seconds(timeout, "timeout")?;
-        let slot = Arc::new(CallSlot::default());
-        let body = body.to_vec();
-        let call = py
-            .detach(|| self.inner.call(Kind::Processor, name, header, body, timeout, slot.clone()))
-            .map_err(|f| plugin_error(py, &f))?;
-        let result: Result<Frame, PluginFailure> = loop {
-            if let Some(r) = py.detach(|| slot.wait(Some(SIGNAL_POLL))) {
-                break r;
+        let mut signal: Option<PyErr> = None;
+        let mut checked = Instant::now();
+        let mut interrupted = || {
+            if checked.elapsed() < SIGNAL_POLL {
+                return false;
             }
-            if let Err(e) = py.check_signals() {
-                call.cancel();
-                return Err(e);
+            checked = Instant::now();
+            match Python::attach(|py| py.check_signals()) {
+                Ok(()) => false,
+                Err(e) => {
+                    signal = Some(e);
+                    true
+                }
             }
         };
-        let frame = result.map_err(|f| plugin_error(py, &f))?;
-        let head = serde_json::to_vec(&frame.header).unwrap_or_default();
-        Ok((PyBytes::new(py, &head), PyBytes::new(py, &frame.body)))
+        let result = py.detach(|| self.inner.process_interruptible(name, &record, output, &config, timeout, &mut interrupted));
+        match result {
+            Ok(next) => to_py_after(py, &next, execution, &record, (&output_obj, output)),
+            Err(failure) => Err(signal.take().unwrap_or_else(|| plugin_error(py, &failure))),
+        }
     }
 
     /// The pid of the plugin's process while it runs.
     fn pid(&self, py: Python<'_>, kind: &str, name: &str) -> PyResult<Option<u32>> {
         let kind = kind_of(kind)?;
         Ok(py.detach(|| self.inner.pid(kind, name)))
-    }
-
-    /// Stops one plugin's process; it starts again on its next call.
-    #[pyo3(signature = (kind, name, grace = 2.0))]
-    fn stop(&self, py: Python<'_>, kind: &str, name: &str, grace: f64) -> PyResult<()> {
-        let kind = kind_of(kind)?;
-        let grace = seconds(Some(grace), "grace")?.unwrap_or_default();
-        py.detach(|| self.inner.stop(kind, name, grace));
-        Ok(())
     }
 
     /// Plugin output lines as (plugin, stream, line); waits up to `timeout`. None once closed.

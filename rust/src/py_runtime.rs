@@ -206,7 +206,8 @@ impl Runtime {
     fn run<'py>(&self, py: Python<'py>, plan: &JobPlan, on_output: Option<Py<PyAny>>) -> PyResult<(Bound<'py, PyAny>, Option<PyErr>)> {
         let control = self.inner.claim(&plan.inner).map_err(refused)?;
         let output = output_fn(on_output);
-        let mut raised: Option<PyErr> = None;
+        // The first exception a signal handler raises (Ctrl-C); asked from this thread only.
+        let raised: std::sync::Mutex<Option<PyErr>> = std::sync::Mutex::new(None);
         let rt = self.inner.clone();
         let result = py.detach(|| {
             guard(|| {
@@ -214,7 +215,7 @@ impl Runtime {
                     Python::attach(|py| match py.check_signals() {
                         Ok(()) => false,
                         Err(err) => {
-                            raised = Some(err);
+                            raised.lock().unwrap().get_or_insert(err);
                             true
                         }
                     })
@@ -223,7 +224,7 @@ impl Runtime {
             })
         });
         let (execution, _) = result?;
-        Ok((to_py(py, &execution)?, raised))
+        Ok((to_py(py, &execution)?, raised.into_inner().unwrap()))
     }
 
     /// Starts the run on the engine's thread; when it ends `token` is pushed to `queue`.

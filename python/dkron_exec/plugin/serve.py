@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 import threading
 import traceback
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO, NoReturn, cast
+from typing import Any, NoReturn
 
+import orjson
+
+from .._core import PluginChannel
 from .types import ExecuteRequest, ExecutorPlugin, ProcessorArgs, ProcessorPlugin, StatusHelper
 from .wire import (
     COOKIE_KEY,
@@ -21,10 +22,6 @@ from .wire import (
     PROTOCOL_VERSION,
     VERSIONS_ENV,
     FrameError,
-    encode,
-    execution_fields,
-    execution_from_fields,
-    read_frame,
 )
 
 
@@ -36,103 +33,121 @@ def _name_from_argv(kind: str) -> str:
     return base[len(prefix) :] if base.startswith(prefix) and len(base) > len(prefix) else base
 
 
-class _Connection:
-    def __init__(self, sock: socket.socket, max_frame: int) -> None:
-        self.sock = sock
-        self.reader = cast(BinaryIO, sock.makefile("rb", buffering=1 << 16))
-        self.max_frame = max_frame
-        self._lock = threading.Lock()
-
-    def send(self, header: dict[str, Any], body: bytes = b"") -> None:
-        head, body = encode(header, body, self.max_frame)
-        with self._lock:
-            self.sock.sendall(head)
-            if body:
-                self.sock.sendall(body)
-
-    def answer_error(self, call_id: int, message: str) -> None:
-        self.send({"type": "error", "id": call_id, "message": message})
-
-
 class _Server:
+    """Worker threads that take turns reading the channel (``PluginChannel.recv`` releases the
+    GIL while it waits); the thread that reads a call runs it, so a call's path has no thread hop.
+    A worker is added when a call arrives and no other thread is left reading, up to
+    ``max_in_flight`` + 1: one more than the calls that may run, so a ``cancel`` is always read."""
+
     def __init__(
         self,
-        conn: _Connection,
+        name: str,
+        channel: PluginChannel,
         processor: ProcessorPlugin | None,
         executor: ExecutorPlugin | None,
-        workers: int,
+        max_in_flight: int,
     ) -> None:
-        self.conn = conn
+        self.name = name
+        self.channel = channel
         self.processor = processor
         self.executor = executor
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dkron-plugin-call")
+        self.max_threads = max(1, max_in_flight) + 1
+        self.threads = 0
+        self.lock = threading.Lock()
         self.cancels: dict[int, threading.Event] = {}
-        self.cancels_lock = threading.Lock()
+        self.done = threading.Event()
+        self.code = 0
 
-    def loop(self) -> None:
+    def run(self) -> int:
+        self._add_worker()
+        self.done.wait()
+        return self.code
+
+    def _add_worker(self) -> None:
+        with self.lock:
+            if self.threads >= self.max_threads:
+                return
+            self.threads += 1
+        threading.Thread(target=self._work, name="dkron-plugin-call", daemon=True).start()
+
+    def _finish(self, code: int, why: str = "") -> None:
+        if why:
+            sys.stderr.write(why)
+        self.code = code
+        self.done.set()
+
+    def _work(self) -> None:
+        channel = self.channel
         while True:
-            frame = read_frame(self.conn.reader, self.conn.max_frame)
-            if frame is None:
-                return
-            header, body = frame
-            kind = header["type"]
-            if kind == "shutdown":
-                return
-            if kind == "cancel":
-                self._cancel_event(header.get("id")).set()
-            elif kind in ("process", "execute"):
-                self.pool.submit(self._call, header, body)
-            elif isinstance(header.get("id"), int):
-                self.conn.answer_error(header["id"], f"unknown request type {kind!r}")
-            # "welcome" and unknown notifications need nothing.
+            try:
+                message = channel.recv()
+            except FrameError as exc:
+                return self._finish(2, f"dkron plugin {self.name}: bad frame from the host: {exc}\n")
+            except OSError:
+                return self._finish(0)
+            if message is None:
+                return self._finish(0)
+            if channel.receivers() == 0:
+                self._add_worker()
+            kind, call_id, first, second = message
+            try:
+                if kind == "process":
+                    self._process(call_id, first, second)
+                elif kind == "cancel":
+                    self._cancel_event(call_id).set()
+                elif kind == "execute":
+                    self._execute(call_id, first, second)
+                else:
+                    channel.send_error(call_id, f"ValueError: {first}")
+            except OSError:
+                return self._finish(0)
 
-    def _cancel_event(self, call_id: Any) -> threading.Event:
-        with self.cancels_lock:
+    def _cancel_event(self, call_id: int) -> threading.Event:
+        with self.lock:
             return self.cancels.setdefault(call_id, threading.Event())
 
-    def _call(self, header: dict[str, Any], body: bytes) -> None:
-        call_id = header.get("id")
-        if not isinstance(call_id, int):
-            return
-        try:
-            if header["type"] == "process":
-                self._process(call_id, header, body)
-            else:
-                self._execute(call_id, header, body)
-        except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            with contextlib.suppress(OSError):
-                self.conn.answer_error(call_id, f"{type(exc).__name__}: {exc}")
-        finally:
-            with self.cancels_lock:
+    def _failed(self, call_id: int, exc: Exception) -> None:
+        traceback.print_exc(file=sys.stderr)
+        self.channel.send_error(call_id, f"{type(exc).__name__}: {exc}")
+
+    def _forget(self, call_id: int) -> None:
+        if self.cancels:
+            with self.lock:
                 self.cancels.pop(call_id, None)
 
-    def _process(self, call_id: int, header: dict[str, Any], body: bytes) -> None:
-        if self.processor is None:
-            raise TypeError("this plugin is not a processor")
-        execution = execution_from_fields(header.get("execution") or {}, body)
-        config = {str(k): str(v) for k, v in (header.get("config") or {}).items()}
-        result = self.processor.process(ProcessorArgs(execution=execution, config=config))
-        self.conn.send(
-            {"type": "result", "id": call_id, "execution": execution_fields(result)}, result.output
-        )
+    def _process(self, call_id: int, execution: Any, config: dict[str, str]) -> None:
+        try:
+            if self.processor is None:
+                raise TypeError("this plugin is not a processor")
+            result = self.processor.process(ProcessorArgs(execution=execution, config=config))
+            self.channel.send_result(call_id, result)
+        except Exception as exc:
+            self._failed(call_id, exc)
+        finally:
+            self._forget(call_id)
 
-    def _execute(self, call_id: int, header: dict[str, Any], body: bytes) -> None:
-        if self.executor is None:
-            raise TypeError("this plugin is not an executor")
+    def _execute(self, call_id: int, header_json: bytes, payload: bytes) -> None:
+        channel = self.channel
 
         def send(chunk: bytes, is_error: bool) -> None:
             stream = "stderr" if is_error else "stdout"
-            self.conn.send({"type": "output", "id": call_id, "stream": stream}, chunk)
+            channel.send(orjson.dumps({"type": "output", "id": call_id, "stream": stream}), chunk)
 
-        status = StatusHelper(send, self._cancel_event(call_id))
-        config = {str(k): str(v) for k, v in (header.get("config") or {}).items()}
-        request = ExecuteRequest(job_name=str(header.get("job_name", "")), config=config, payload=body)
-        response = self.executor.execute(request, status)
-        answer: dict[str, Any] = {"type": "result", "id": call_id, "error": response.error or ""}
-        if response.exit_code is not None:
-            answer["exit_code"] = response.exit_code
-        self.conn.send(answer, response.output)
+        try:
+            if self.executor is None:
+                raise TypeError("this plugin is not an executor")
+            header = orjson.loads(header_json)
+            config = {str(k): str(v) for k, v in (header.get("config") or {}).items()}
+            request = ExecuteRequest(job_name=str(header.get("job_name", "")), config=config, payload=payload)
+            response = self.executor.execute(request, StatusHelper(send, self._cancel_event(call_id)))
+            answer: dict[str, Any] = {"type": "result", "id": call_id, "error": response.error or ""}
+            if response.exit_code is not None:
+                answer["exit_code"] = response.exit_code
+            channel.send(orjson.dumps(answer), response.output)
+        except Exception as exc:
+            self._failed(call_id, exc)
+        finally:
+            self._forget(call_id)
 
 
 def serve(
@@ -171,27 +186,23 @@ def serve(
         if reconfigure is not None:
             reconfigure(line_buffering=True)
     max_frame = int(os.environ.get(MAX_FRAME_ENV) or MAX_FRAME)
-    conn = _Connection(socket.socket(fileno=int(os.environ.get(FD_ENV, "3"))), max_frame)
-    conn.send(
-        {
-            "type": "hello",
-            "protocol": PROTOCOL_VERSION,
-            "plugin_type": kind,
-            "name": name,
-            "max_in_flight": max_in_flight,
-            "capabilities": ["cancel"],
-        }
-    )
-    server = _Server(conn, processor, executor, max_in_flight)
+    channel = PluginChannel(int(os.environ.get(FD_ENV, "3")), max_frame)
+    hello = {
+        "type": "hello",
+        "protocol": PROTOCOL_VERSION,
+        "plugin_type": kind,
+        "name": name,
+        "max_in_flight": max_in_flight,
+        "capabilities": ["cancel"],
+    }
     code = 0
     try:
-        server.loop()
-    except FrameError as exc:
-        sys.stderr.write(f"dkron plugin {name}: bad frame from the host: {exc}\n")
-        code = 2
+        channel.send(orjson.dumps(hello))
+        code = _Server(name, channel, processor, executor, max_in_flight).run()
     except (OSError, KeyboardInterrupt):
         code = 0
-    sys.stdout.flush()
-    sys.stderr.flush()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
     # Calls still running have been given up by the host: do not wait for them.
     os._exit(code)

@@ -1,6 +1,6 @@
-"""The plugin protocol's constants, frames and execution fields (docs/PROTOCOL.md), for Python.
-
-Pure standard library plus orjson, so that a plugin process starts fast.
+"""The plugin protocol's constants and frames (docs/PROTOCOL.md), for Python. ``serve()`` reads and
+writes frames with ``_core.PluginChannel``; ``encode``/``read_frame`` are the same frames in Python
+(for tests and hand-written hosts). Standard library plus orjson.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ import struct
 from typing import Any, BinaryIO
 
 import orjson
-
-from ..execution import Execution
 
 COOKIE_KEY = "DKRON_PLUGIN_MAGIC_COOKIE"
 COOKIE_VALUE = "b29a76488b6f3ca7955c5f769b50641f0fcd88748d8cedecda313d516320ca19"
@@ -61,18 +59,3 @@ def read_frame(stream: BinaryIO, max_frame: int = MAX_FRAME) -> tuple[dict[str, 
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise FrameError('the header is not a JSON object with a string "type"')
     return header, data[4 + hlen :]
-
-
-def execution_fields(execution: Execution) -> dict[str, Any]:
-    """The execution as a header object: every field but the output, which travels as the body."""
-    fields = execution.to_dict()
-    del fields["output"]
-    return fields
-
-
-def execution_from_fields(fields: dict[str, Any], body: bytes, base: Execution | None = None) -> Execution:
-    """An execution from header fields and the body; fields the peer left out keep ``base``'s values."""
-    merged = execution_fields(base) if base is not None else {}
-    merged.update(fields)
-    merged["output"] = body
-    return Execution.from_dict(merged)

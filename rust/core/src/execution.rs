@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 /// Dkron's `Execution` plus dkron_exec's own fields (exit code, error, output accounting,
@@ -58,6 +59,77 @@ impl Execution {
         m
     }
 
+    /// `protocol_fields()` as a JSON object appended to `out`, written straight from the record.
+    pub fn write_protocol_json(&self, out: &mut Vec<u8>) {
+        let text = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(&mut *out, s).expect("writing to a Vec");
+        let time = |out: &mut Vec<u8>, ns: i64| {
+            out.push(b'"');
+            out.extend_from_slice(format_rfc3339(ns).as_bytes());
+            out.push(b'"');
+        };
+        out.extend_from_slice(b"{\"id\":");
+        text(out, &self.key);
+        out.extend_from_slice(b",\"job_name\":");
+        text(out, &self.job_name);
+        out.extend_from_slice(b",\"started_at\":");
+        time(out, self.started_ns);
+        out.extend_from_slice(b",\"finished_at\":");
+        match self.finished_ns {
+            Some(ns) => time(out, ns),
+            None => out.extend_from_slice(b"null"),
+        }
+        let _ = write!(
+            Bytes(out),
+            ",\"success\":{},\"node_name\":",
+            self.success
+        );
+        text(out, &self.node_name);
+        let _ = write!(Bytes(out), ",\"group\":{},\"attempt\":{},\"exit_code\":", self.group, self.attempt);
+        match self.exit_code {
+            Some(c) => {
+                let _ = write!(Bytes(out), "{c}");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"error\":");
+        match &self.error {
+            Some(e) => text(out, e),
+            None => out.extend_from_slice(b"null"),
+        }
+        let _ = write!(
+            Bytes(out),
+            ",\"output_truncated\":{},\"output_size\":{},\"processor_errors\":[",
+            self.output_truncated, self.output_size
+        );
+        for (i, e) in self.processor_errors.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            text(out, e);
+        }
+        out.extend_from_slice(b"]}");
+    }
+
+    /// A copy of every field but the output (which a processor's answer replaces anyway).
+    pub fn clone_without_output(&self) -> Execution {
+        Execution {
+            job_name: self.job_name.clone(),
+            key: self.key.clone(),
+            started_ns: self.started_ns,
+            finished_ns: self.finished_ns,
+            success: self.success,
+            output: Vec::new(),
+            node_name: self.node_name.clone(),
+            group: self.group,
+            attempt: self.attempt,
+            exit_code: self.exit_code,
+            error: self.error.clone(),
+            output_truncated: self.output_truncated,
+            output_size: self.output_size,
+            processor_errors: self.processor_errors.clone(),
+        }
+    }
+
     /// Applies the fields a peer sent (a plugin's answer): fields left out keep their value, as
     /// Dkron's `proto.Merge`; `output` is the answer's body. A field of the wrong type is an error
     /// naming it.
@@ -102,6 +174,93 @@ impl Execution {
             }
         }
         self.output = output;
+        Ok(())
+    }
+}
+
+/// The fields of docs/PROTOCOL.md §4.1 as a peer sent them, read straight from the JSON (no map
+/// in between): a field left out (or null where null means nothing) is None and keeps its value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ProtocolFields {
+    pub id: Option<String>,
+    pub key: Option<String>,
+    pub job_name: Option<String>,
+    pub started_at: Option<String>,
+    #[serde(deserialize_with = "present")]
+    pub finished_at: Option<Option<String>>,
+    pub success: Option<bool>,
+    pub node_name: Option<String>,
+    pub group: Option<i64>,
+    pub attempt: Option<u32>,
+    #[serde(deserialize_with = "present")]
+    pub exit_code: Option<Option<i32>>,
+    #[serde(deserialize_with = "present")]
+    pub error: Option<Option<String>>,
+    pub output_truncated: Option<bool>,
+    pub output_size: Option<u64>,
+    pub processor_errors: Option<Vec<String>>,
+}
+
+/// A nullable field that is there: Some(None) for null (only a missing field is None).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl Execution {
+    /// `merge_protocol_fields` for fields parsed with `ProtocolFields`.
+    pub fn apply_protocol_fields(&mut self, f: ProtocolFields, output: Vec<u8>) -> Result<(), String> {
+        let time = |name: &str, text: &str| parse_rfc3339(text).ok_or_else(|| format!("execution field {name:?} has an unexpected value {text:?}"));
+        if let Some(key) = f.key.or(f.id) {
+            self.key = key;
+        }
+        if let Some(v) = f.job_name {
+            self.job_name = v;
+        }
+        if let Some(v) = f.started_at {
+            self.started_ns = time("started_at", &v)?;
+        }
+        if let Some(v) = f.finished_at {
+            self.finished_ns = v.map(|t| time("finished_at", &t)).transpose()?;
+        }
+        if let Some(v) = f.success {
+            self.success = v;
+        }
+        if let Some(v) = f.node_name {
+            self.node_name = v;
+        }
+        if let Some(v) = f.group {
+            self.group = v;
+        }
+        if let Some(v) = f.attempt {
+            self.attempt = v;
+        }
+        if let Some(v) = f.exit_code {
+            self.exit_code = v;
+        }
+        if let Some(v) = f.error {
+            self.error = v;
+        }
+        if let Some(v) = f.output_truncated {
+            self.output_truncated = v;
+        }
+        if let Some(v) = f.output_size {
+            self.output_size = v;
+        }
+        if let Some(v) = f.processor_errors {
+            self.processor_errors = v;
+        }
+        self.output = output;
+        Ok(())
+    }
+}
+
+/// `fmt::Write` into a byte buffer.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
         Ok(())
     }
 }
@@ -196,6 +355,12 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 mod tests {
     use super::*;
 
+    fn json_of(e: &Execution) -> Vec<u8> {
+        let mut json = Vec::new();
+        e.write_protocol_json(&mut json);
+        json
+    }
+
     #[test]
     fn rfc3339_round_trips_at_microsecond_precision() {
         for (ns, text) in [
@@ -232,9 +397,23 @@ mod tests {
             output_size: 1 << 40,
             processor_errors: vec!["files: nope".into()],
         };
+        let mut json = Vec::new();
+        e.write_protocol_json(&mut json);
+        assert_eq!(serde_json::from_slice::<Value>(&json).unwrap(), Value::Object(e.protocol_fields()));
+        let mut json = Vec::new();
+        Execution { error: Some("quote \" and \\n".into()), ..Execution::default() }.write_protocol_json(&mut json);
+        assert!(serde_json::from_slice::<Value>(&json).is_ok());
         let mut copy = Execution::default();
         copy.merge_protocol_fields(&e.protocol_fields(), b"out".to_vec()).unwrap();
         assert_eq!(copy, e);
+        let mut typed = Execution::default();
+        let fields: ProtocolFields = serde_json::from_slice(&json_of(&e)).unwrap();
+        typed.apply_protocol_fields(fields, b"out".to_vec()).unwrap();
+        assert_eq!(typed, e);
+        let mut nulls = e.clone();
+        let fields: ProtocolFields = serde_json::from_str(r#"{"error": null, "exit_code": null, "x": 1}"#).unwrap();
+        nulls.apply_protocol_fields(fields, Vec::new()).unwrap();
+        assert_eq!((nulls.error, nulls.exit_code, nulls.attempt), (None, None, 2));
         // Left-out fields keep their value; the body is the new output.
         let mut partial = e.clone();
         partial.merge_protocol_fields(&Map::new(), b"new".to_vec()).unwrap();

@@ -19,8 +19,8 @@ use crate::execution::{make_key, Execution};
 use crate::executors::{plugin, ExecutorPlan};
 use crate::job::{self, unix_nanos, EndReason, Outcome};
 use crate::plan::{JobPlan, StepKind};
-use crate::plugin::host::{CallSlot, HostConfig, PluginHost};
-use crate::plugin::{Kind, PluginFailure};
+use crate::plugin::host::{HostConfig, PluginHost};
+use crate::plugin::Kind;
 use crate::spool::SpoolSpec;
 
 /// Where finished executions go (the SQLite store; None when the embedding program stores them).
@@ -208,11 +208,19 @@ impl Runtime {
         control: Arc<RunControl>,
         on_output: Option<Arc<OutputFn>>,
         poll: Duration,
-        interrupted: impl FnMut() -> bool,
+        interrupted: impl Fn() -> bool,
     ) -> std::io::Result<(Execution, bool)> {
         let give_up = control.clone();
-        let run = self.run(plan, &control, on_output.as_deref(), true);
-        let result = self.engine.block_on_here(run, poll, interrupted, move || give_up.interrupt());
+        // A step that waits (a plugin call) runs on this thread too: it asks the same question.
+        let step_stop = || {
+            let gave_up = !control.is_cancelled() && interrupted();
+            if gave_up {
+                control.interrupt();
+            }
+            control.is_cancelled() || self.engine.is_closed()
+        };
+        let run = self.run(plan, &control, on_output.as_deref(), Some(&step_stop));
+        let result = self.engine.block_on_here(run, poll, &interrupted, move || give_up.interrupt());
         self.release(&control);
         result
     }
@@ -227,7 +235,7 @@ impl Runtime {
     ) -> std::io::Result<Handle<Execution>> {
         let (rt, plan, ctl) = (self.clone(), plan.clone(), control.clone());
         let run = async move {
-            let execution = rt.run(&plan, &ctl, on_output.as_deref(), false).await;
+            let execution = rt.run::<fn() -> bool>(&plan, &ctl, on_output.as_deref(), None).await;
             rt.release(&ctl);
             execution
         };
@@ -239,22 +247,34 @@ impl Runtime {
         self.engine.spawn(run, notify, lost).inspect_err(|_| self.release(&control))
     }
 
-    /// The attempts of one run; `inline` runs the chain on this task's thread whatever its steps.
-    async fn run(self: &Arc<Self>, plan: &Arc<JobPlan>, control: &RunControl, on_output: Option<&OutputFn>, inline: bool) -> Execution {
+    /// The attempts of one run. With `inline` (the caller's thread), the chain runs on this
+    /// thread whatever its steps, and its waiting steps ask `inline` whether to stop; without,
+    /// a chain whose steps may block moves to the blocking pool.
+    async fn run<S: Fn() -> bool>(
+        self: &Arc<Self>,
+        plan: &Arc<JobPlan>,
+        control: &Arc<RunControl>,
+        on_output: Option<&OutputFn>,
+        inline: Option<&S>,
+    ) -> Execution {
         let group = unix_nanos() as i64;
         let chain = Arc::new(self.bind(plan));
         let mut attempt = 1;
         loop {
             let began = Instant::now();
             let (execution, spool) = self.attempt(plan, control, group, attempt, on_output).await;
-            let execution = if inline || !chain.may_block() {
-                self.finish(&chain, execution, spool)
-            } else {
-                let (rt, chain2) = (self.clone(), chain.clone());
-                let blocking = tokio::task::spawn_blocking(move || rt.finish(&chain2, execution, spool));
-                match blocking.await {
-                    Ok(e) => e,
-                    Err(join) => self.unstarted(&plan.name, group, attempt, unix_nanos(), format!("the chain failed: {join}")),
+            let execution = match inline {
+                Some(stop) => self.finish(&chain, execution, spool, stop),
+                None if !chain.may_block() => self.finish(&chain, execution, spool, &|| control.is_cancelled()),
+                None => {
+                    let (rt, chain2, ctl) = (self.clone(), chain.clone(), control.clone());
+                    let stop = move || ctl.is_cancelled() || rt.engine.is_closed();
+                    let rt = self.clone();
+                    let blocking = tokio::task::spawn_blocking(move || rt.finish(&chain2, execution, spool, &stop));
+                    match blocking.await {
+                        Ok(e) => e,
+                        Err(join) => self.unstarted(&plan.name, group, attempt, unix_nanos(), format!("the chain failed: {join}")),
+                    }
                 }
             };
             if execution.success || attempt > plan.retries || control.is_cancelled() || self.engine.is_closed() {
@@ -366,10 +386,11 @@ impl Runtime {
     }
 
     /// The chain, then the store (always): a failing store is recorded on the execution.
-    fn finish(&self, chain: &Chain, execution: Execution, spool: Option<(PathBuf, bool)>) -> Execution {
+    fn finish(&self, chain: &Chain, execution: Execution, spool: Option<(PathBuf, bool)>, stop: &dyn Fn() -> bool) -> Execution {
         let ctx = StepContext {
             node_name: &self.settings.node_name,
             full_output: spool.as_ref().map(|(path, complete)| (path.as_path(), *complete)),
+            stop,
         };
         let mut execution = chain.run(execution, &ctx);
         if let Some((path, _)) = spool {
@@ -391,7 +412,7 @@ impl Runtime {
     /// `process` `repeat` times, the i-th copy's key ending `-<i>` (from the second on): what a
     /// benchmark needs to time the steps themselves. Returns the last result.
     pub fn process_repeated(&self, plan: &JobPlan, execution: Execution, repeat: usize) -> Execution {
-        let ctx = StepContext { node_name: &self.settings.node_name, full_output: None };
+        let ctx = StepContext::new(&self.settings.node_name);
         let chain = self.bind(plan);
         let mut last = chain.run(execution.clone(), &ctx);
         for i in 1..repeat {
@@ -455,63 +476,14 @@ impl Step for PluginStep {
     fn process(&self, e: &Execution, ctx: &StepContext<'_>) -> Result<Processed, String> {
         let mut config = self.config.clone();
         config.insert("reporting_node".into(), ctx.node_name.to_string());
-        call_processor(&self.host, &self.name, e, &config, self.timeout).map(Processed::Replaced).map_err(|f| f.message)
+        let mut stop = || (ctx.stop)();
+        self.host
+            .process_interruptible(&self.name, e, &e.output, &config, self.timeout, &mut stop)
+            .map(Processed::Replaced)
+            .map_err(|f| f.message)
     }
 
     fn may_block(&self) -> bool {
         true
-    }
-}
-
-/// One processor call through the host, waited on here.
-fn call_processor(
-    host: &PluginHost,
-    name: &str,
-    e: &Execution,
-    config: &HashMap<String, String>,
-    timeout: Option<Duration>,
-) -> Result<Execution, PluginFailure> {
-    use serde_json::{Map, Value};
-    let mut header = Map::new();
-    header.insert("type".into(), Value::from("process"));
-    header.insert("execution".into(), Value::Object(e.protocol_fields()));
-    header.insert("config".into(), Value::Object(config.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect()));
-    let slot = Arc::new(CallSlot::default());
-    host.call(Kind::Processor, name, header, e.output.clone(), timeout, slot.clone())?;
-    let frame = slot.wait(None).expect("waited without a limit")?;
-    let mut next = e.clone();
-    let fields = frame.header.get("execution").and_then(Value::as_object).cloned().unwrap_or_default();
-    next.merge_protocol_fields(&fields, frame.body).map_err(|why| PluginFailure {
-        kind: crate::plugin::FailureKind::Protocol,
-        message: format!("plugin processor '{name}': {why}"),
-    })?;
-    Ok(next)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn delay(base_ms: u64, attempt: u32, elapsed_ms: u64) -> Duration {
-        retry_delay(Duration::from_millis(base_ms), attempt, Duration::from_millis(elapsed_ms))
-    }
-
-    #[test]
-    fn retry_delay_follows_dkrons_formula() {
-        // A quick failure: the attempt number alone, as Dkron's formula floors the logarithm.
-        assert_eq!(delay(500, 1, 100), Duration::from_millis(500));
-        assert_eq!(delay(500, 2, 100), Duration::from_millis(1000));
-        // log2(2.0 / 0.5) = 2 more steps for a run that took 2 s.
-        assert_eq!(delay(500, 1, 2000), Duration::from_millis(1500));
-        assert_eq!(delay(500, 3, 4000), Duration::from_millis(3000));
-        // Exactly one base: log2(1) = 0.
-        assert_eq!(delay(500, 1, 500), Duration::from_millis(500));
-    }
-
-    #[test]
-    fn a_zero_base_retries_at_once() {
-        for (attempt, elapsed) in [(1, 100), (2, 100), (1, 2000), (3, 4000)] {
-            assert_eq!(delay(0, attempt, elapsed), Duration::ZERO);
-        }
     }
 }

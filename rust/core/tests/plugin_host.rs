@@ -1,14 +1,14 @@
 //! The plugin host against real plugin processes: small python3 scripts (standard library only)
 //! that speak docs/PROTOCOL.md, each misbehaving in its own way.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dkron_exec_core::plugin::codec::header;
+use dkron_exec_core::execution::{make_key, Execution};
 use dkron_exec_core::plugin::host::{HostConfig, PluginHost};
 use dkron_exec_core::plugin::{FailureKind, Kind};
-use serde_json::json;
 
 const PRELUDE: &str = r#"#!/usr/bin/env python3
 import json, os, socket, struct, sys, threading, time
@@ -41,7 +41,11 @@ def handle(h, body):
             return
         if body == b"fail":
             send({"type": "error", "id": h["id"], "message": "no thanks"}); return
-        if body.startswith(b"sleep"): time.sleep(float(body[5:]))
+        if body.startswith(b"sleep"): time.sleep(float(body[5:].split(b"-")[0]))
+        if body == b"merge":
+            e = h["execution"]
+            changed = {"success": False, "error": json.dumps(h["config"], sort_keys=True), "attempt": e["attempt"] + 1}
+            send({"type": "result", "id": h["id"], "execution": changed}, b"merged"); return
         print("noise on stdout", flush=True)
         send({"type": "result", "id": h["id"], "execution": h["execution"]}, body.upper())
     elif h["type"] == "execute":
@@ -80,9 +84,26 @@ fn host() -> PluginHost {
     PluginHost::new(config).unwrap()
 }
 
+fn execution(output: &[u8]) -> Execution {
+    let started_ns = 1_717_000_000_123_456_000;
+    Execution {
+        job_name: "j".into(),
+        key: make_key(started_ns, "n1"),
+        started_ns,
+        finished_ns: Some(started_ns + 1_000_000_000),
+        success: true,
+        output: output.to_vec(),
+        node_name: "n1".into(),
+        group: 1 << 60,
+        attempt: 1,
+        exit_code: Some(0),
+        ..Execution::default()
+    }
+}
+
 fn process(h: &PluginHost, name: &str, body: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>, (FailureKind, String)> {
-    let hdr = header([("type", json!("process")), ("execution", json!({"job_name": "j"})), ("config", json!({}))]);
-    h.call_blocking(Kind::Processor, name, hdr, body.to_vec(), timeout).map(|f| f.body).map_err(|e| (e.kind, e.message))
+    let config = HashMap::from([("reporting_node".to_string(), "n1".to_string())]);
+    h.process(name, &execution(body), &config, timeout).map(|e| e.output).map_err(|e| (e.kind, e.message))
 }
 
 fn alive(pid: u32) -> bool {
@@ -109,6 +130,46 @@ fn round_trips_and_reuses_one_process() {
     assert!(err.1.contains("'echo'") && err.1.ends_with("no thanks"), "{}", err.1);
     h.close(Duration::from_secs(1));
     assert!(!alive(pid));
+}
+
+#[test]
+fn the_answer_is_merged_into_a_copy_of_the_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = host();
+    h.register(Kind::Processor, "echo", write_plugin(dir.path(), "echo", "processor", ECHO));
+    let before = execution(b"merge");
+    let config = HashMap::from([("forward".to_string(), "true".to_string()), ("reporting_node".to_string(), "n1".to_string())]);
+    let after = h.process("echo", &before, &config, None).unwrap();
+    assert_eq!(after.output, b"merged");
+    assert!(!after.success);
+    assert_eq!(after.attempt, 2);
+    assert_eq!(after.error.as_deref(), Some(r#"{"forward": "true", "reporting_node": "n1"}"#));
+    // Fields the plugin left out keep their value.
+    assert_eq!(Execution { output: before.output.clone(), success: true, attempt: 1, error: None, ..after.clone() }, before);
+    // An echo of every field is the same execution.
+    assert_eq!(h.process("echo", &execution(b"x"), &config, None).unwrap(), execution(b"X"));
+}
+
+#[test]
+fn many_callers_get_their_own_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Arc::new(host());
+    h.register(Kind::Processor, "echo", write_plugin(dir.path(), "echo", "processor", ECHO));
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    // Some answers come late, so callers take turns reading for each other.
+                    let body = if i % 50 == t { format!("sleep0.02-{t}-{i}") } else { format!("call-{t}-{i}") };
+                    assert_eq!(process(&h, "echo", body.as_bytes(), None).unwrap(), body.to_uppercase().as_bytes());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
 }
 
 #[test]

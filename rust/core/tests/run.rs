@@ -157,12 +157,12 @@ fn run_here_gives_up_when_its_caller_does_and_kills_the_job() {
     let pidfile = tmp.path().join("pid");
     let rt = runtime();
     let plan = sh_plan("impatient", &format!("echo $$ > {}; exec sleep 30", pidfile.display()));
-    let mut asked = 0;
+    let asked = std::cell::Cell::new(0);
     let t0 = Instant::now();
     let (e, gave_up) = rt
         .run_here(&plan, rt.claim(&plan).unwrap(), None, POLL, || {
-            asked += 1;
-            asked >= 3 && pidfile.exists()
+            asked.set(asked.get() + 1);
+            asked.get() >= 3 && pidfile.exists()
         })
         .unwrap();
     assert!(gave_up && t0.elapsed() < Duration::from_secs(5));

@@ -201,7 +201,7 @@ mod tests {
         let dir = tmp.path().to_str().unwrap();
         let step = FilesStep::new(parse(&[("log_dir", dir), ("per_job_dir", "true")]).unwrap());
         let e = Execution { job_name: "j".into(), key: "17-n".into(), output: b"hello\n".to_vec(), ..Default::default() };
-        let ctx = StepContext { node_name: "n", full_output: None };
+        let ctx = StepContext::new("n");
         let Ok(Processed::Sunk { replacement }) = step.process(&e, &ctx) else { panic!("not sunk") };
         let path = tmp.path().join("j/17-n.log");
         assert_eq!(replacement, path_bytes(&path));

@@ -118,7 +118,7 @@ mod tests {
         let host = Arc::new(Recorder::default());
         let step = LogStep::new(parse(&[("target", "logging")]).unwrap(), host.clone());
         let e = Execution { job_name: "j".into(), key: "k".into(), output: b"out".to_vec(), success: false, ..Default::default() };
-        let done = step.process(&e, &StepContext { node_name: "n", full_output: None }).unwrap();
+        let done = step.process(&e, &StepContext::new("n")).unwrap();
         assert!(matches!(done, Processed::Sunk { ref replacement } if replacement == REPLACEMENT));
         let records = host.0.lock().unwrap();
         assert_eq!(records[0], (false, b"----- BEGIN OUTPUT job=j execution=k -----\nout\n----- END OUTPUT -----".to_vec()));

@@ -13,13 +13,23 @@ pub mod log;
 pub mod syslog;
 
 /// What a step may know beyond the execution and its own config.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct StepContext<'a> {
     /// The executor's node name: `reporting_node` in a plugin's config.
     pub node_name: &'a str,
     /// The job's complete output on disk, when it outgrew the in-memory tail and a step asked for
     /// it (files); the flag is false when `max_size` cut the spool short.
     pub full_output: Option<(&'a Path, bool)>,
+    /// True once the run is cancelled or interrupted (Ctrl-C, `close`): a step that waits (a
+    /// plugin call) asks it now and then and gives up.
+    pub stop: &'a dyn Fn() -> bool,
+}
+
+impl<'a> StepContext<'a> {
+    /// A context for a run nobody stops.
+    pub fn new(node_name: &'a str) -> Self {
+        Self { node_name, full_output: None, stop: &|| false }
+    }
 }
 
 /// What a step did with the execution.
@@ -133,7 +143,7 @@ mod tests {
                 ChainStep { name: "ghost".into(), forward: true, step: Arc::new(Missing) },
             ],
         };
-        let ctx = StepContext { node_name: "node-7", full_output: None };
+        let ctx = StepContext::new("node-7");
         let out = chain.run(Execution { output: b"hi".to_vec(), ..Default::default() }, &ctx);
         // a forwarded; the failure kept the execution as it was; the plugin's answer replaced it
         // whatever its forward flag; d did not forward, so its replacement is the final output.
@@ -149,7 +159,7 @@ mod tests {
     fn a_step_that_does_not_forward_hides_the_output_from_the_next() {
         let (first, second) = (Probe::new("first"), Probe::new("second"));
         let chain = Chain { steps: vec![step("first", false, &first), step("second", true, &second)] };
-        let ctx = StepContext { node_name: "n", full_output: None };
+        let ctx = StepContext::new("n");
         let out = chain.run(Execution { output: b"secret".to_vec(), ..Default::default() }, &ctx);
         assert_eq!(second.seen.lock().unwrap()[0].0, b"sunk by first");
         assert_eq!(out.output, b"sunk by first");

@@ -7,8 +7,24 @@
 //! B bytes body: raw bytes (job output is never base64'd)
 //! ```
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::execution::ProtocolFields;
+
+/// A request as a plugin reads it, parsed straight from the header's JSON (the SDK's hot path:
+/// no map in between). Unknown keys are ignored.
+#[derive(Debug, Deserialize)]
+pub struct Request {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub execution: Option<ProtocolFields>,
+    #[serde(default)]
+    pub config: Option<std::collections::HashMap<String, Value>>,
+}
 
 /// The largest frame either side may send (prefix excluded): 64 MiB.
 pub const MAX_FRAME: usize = 64 << 20;
@@ -80,8 +96,29 @@ pub fn encode(header: &Map<String, Value>, body: &[u8], max: usize) -> Result<Ve
     Ok(out)
 }
 
-/// Parses the part after the length prefix.
-pub fn decode(payload: Vec<u8>) -> Result<Frame, CodecError> {
+/// The prefix and header of a frame whose body (`body_len` bytes) is written separately, so a
+/// large body is never copied; refuses frames larger than `max`.
+pub fn encode_head(header: &[u8], body_len: usize, max: usize) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(8 + header.len());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(header);
+    finish_head(out, body_len, max)
+}
+
+/// Fills in the 8-byte prefix of `head` (8 placeholder bytes, then the header JSON).
+pub fn finish_head(mut head: Vec<u8>, body_len: usize, max: usize) -> Result<Vec<u8>, CodecError> {
+    let hlen = head.len() - 8;
+    let len = 4 + hlen + body_len;
+    if len > max {
+        return Err(CodecError::Oversize { len, max });
+    }
+    head[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    head[4..8].copy_from_slice(&(hlen as u32).to_be_bytes());
+    Ok(head)
+}
+
+/// The header length of a payload (the part after the length prefix), checked against it.
+pub(crate) fn header_len(payload: &[u8]) -> Result<usize, CodecError> {
     if payload.len() < 4 {
         return Err(CodecError::Malformed(format!("frame of {} bytes has no header length", payload.len())));
     }
@@ -92,7 +129,12 @@ pub fn decode(payload: Vec<u8>) -> Result<Frame, CodecError> {
             payload.len() - 4
         )));
     }
-    let header = match serde_json::from_slice::<Value>(&payload[4..4 + hlen]) {
+    Ok(hlen)
+}
+
+/// A header: a JSON object with a string "type".
+pub fn parse_header(bytes: &[u8]) -> Result<Map<String, Value>, CodecError> {
+    let header = match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err(CodecError::Malformed("the header is not a JSON object".into())),
         Err(e) => return Err(CodecError::Malformed(format!("the header is not JSON: {e}"))),
@@ -100,6 +142,13 @@ pub fn decode(payload: Vec<u8>) -> Result<Frame, CodecError> {
     if !header.get("type").is_some_and(Value::is_string) {
         return Err(CodecError::Malformed("the header has no string \"type\"".into()));
     }
+    Ok(header)
+}
+
+/// Parses the part after the length prefix.
+pub fn decode(payload: Vec<u8>) -> Result<Frame, CodecError> {
+    let hlen = header_len(&payload)?;
+    let header = parse_header(&payload[4..4 + hlen])?;
     let mut body = payload;
     body.drain(..4 + hlen);
     Ok(Frame { header, body })
@@ -128,6 +177,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<O
     }
     decode(payload).map(Some)
 }
+
+pub use super::wire::{FrameReader, Read};
 
 /// Builds a header map from `("key", value)` pairs.
 pub fn header<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {

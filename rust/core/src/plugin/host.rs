@@ -1,12 +1,13 @@
-//! The registry of plugins and the synchronous API the binding uses. The host owns one thread
-//! running a current-thread tokio runtime: every plugin process is forked from that thread (so
-//! its death signal fires only when the host goes away), and every plugin's supervisor task runs
-//! there. Callers on other threads only send commands and wait on their own slots.
+//! The registry of plugins and the blocking API the binding and the chain use. The host owns one
+//! thread running a current-thread tokio runtime: every plugin process is forked from that thread
+//! (so its death signal fires only when the host goes away), and every plugin's supervisor task
+//! runs there. Calls do not go through that thread: a caller takes the plugin's ready channel and
+//! writes and reads it itself (`conn`); only starting a process needs the supervisor.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,10 +15,12 @@ use serde_json::{Map, Value};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{Frame, MAX_FRAME};
+use super::codec::{self, Frame, MAX_FRAME};
+use super::conn::{CallError, Conn, Request, SLICE};
 use super::logs::LogQueue;
-use super::supervisor::{CallSink, Cmd, Supervisor};
+use super::supervisor::{CallSink, Cmd, Published, Supervisor};
 use super::{FailureKind, Kind, PluginFailure, PluginSpec};
+use crate::execution::Execution;
 
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -40,16 +43,82 @@ impl Default for HostConfig {
     }
 }
 
-struct Entry {
+/// A registered plugin: its supervisor, and the channel it publishes once the process is ready.
+struct Plugin {
     spec: Arc<PluginSpec>,
-    tx: Option<mpsc::UnboundedSender<Cmd>>,
+    who: String,
+    published: Arc<Published>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+}
+
+impl Plugin {
+    fn failure(&self, kind: FailureKind, what: impl std::fmt::Display) -> PluginFailure {
+        PluginFailure { kind, message: format!("{}: {what}", self.who) }
+    }
+
+    /// The ready channel: the published one, or (hop to the host thread) a new process.
+    fn conn(
+        &self,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Arc<Conn>, PluginFailure> {
+        if let Some(conn) = self.published.conn.lock().unwrap().clone() {
+            if conn.usable() {
+                return Ok(conn);
+            }
+        }
+        let stopped = || self.failure(FailureKind::Stopped, "the plugin host is shutting down");
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.cmds.send(Cmd::Want { reply }).map_err(|_| stopped())?;
+        loop {
+            let slice = deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()).min(SLICE));
+            match answer.recv_timeout(slice) {
+                Ok(result) => return result,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let why = format!("call timed out after {:?} (the plugin was not ready)", timeout.unwrap_or_default());
+                return Err(self.failure(FailureKind::Timeout, why));
+            }
+            if interrupted() {
+                return Err(self.failure(FailureKind::Cancelled, "the call was cancelled"));
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &self,
+        id: u64,
+        head: &[u8],
+        body: &[u8],
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+        sink: Option<Arc<dyn CallSink>>,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Frame, PluginFailure> {
+        // A channel that failed just before the call was sent is retried on the next process.
+        for _ in 0..3 {
+            let conn = self.conn(deadline, timeout, interrupted)?;
+            let req = Request { id, head, body, deadline, timeout, sink: sink.clone() };
+            match conn.call(req, interrupted) {
+                Ok(frame) => return Ok(frame),
+                Err(CallError::Failed(failure)) => return Err(failure),
+                Err(CallError::Stale) => {}
+            }
+        }
+        Err(self.failure(FailureKind::Crashed, "the plugin kept failing before the call could be sent"))
+    }
 }
 
 pub struct PluginHost {
     handle: Handle,
     thread: Mutex<Option<JoinHandle<()>>>,
     quit: Mutex<Option<oneshot::Sender<()>>>,
-    plugins: Mutex<HashMap<(Kind, String), Entry>>,
+    closed: AtomicBool,
+    plugins: Mutex<HashMap<(Kind, String), Arc<Plugin>>>,
     logs: Arc<LogQueue>,
     next_id: AtomicU64,
     config: HostConfig,
@@ -58,14 +127,35 @@ pub struct PluginHost {
 /// A call in flight, for cancelling it.
 #[derive(Clone)]
 pub struct CallRef {
-    tx: mpsc::UnboundedSender<Cmd>,
+    cancelled: Arc<AtomicBool>,
     pub id: u64,
 }
 
 impl CallRef {
+    /// The call fails with "cancelled" (within a few milliseconds) and the plugin is sent `cancel`.
     pub fn cancel(&self) {
-        let _ = self.tx.send(Cmd::Cancel { id: self.id });
+        self.cancelled.store(true, Ordering::Relaxed);
     }
+}
+
+/// The header of a processor call (docs/PROTOCOL.md §4.2), encoded straight from the record.
+fn process_head(
+    id: u64,
+    execution: &Execution,
+    body_len: usize,
+    config: &HashMap<String, String>,
+    max: usize,
+) -> Result<Vec<u8>, codec::CodecError> {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(&[0; 8]);
+    head.extend_from_slice(b"{\"type\":\"process\",\"id\":");
+    head.extend_from_slice(id.to_string().as_bytes());
+    head.extend_from_slice(b",\"execution\":");
+    execution.write_protocol_json(&mut head);
+    head.extend_from_slice(b",\"config\":");
+    serde_json::to_writer(&mut head, config).map_err(|e| codec::CodecError::Malformed(e.to_string()))?;
+    head.push(b'}');
+    codec::finish_head(head, body_len, max)
 }
 
 impl PluginHost {
@@ -83,7 +173,9 @@ impl PluginHost {
                     rt.block_on(async {
                         let _ = quit_rx.await;
                     });
-                    // Dropping the runtime drops every task; children are kill_on_drop.
+                    // Every task is dropped (children are kill_on_drop); calls driven by the
+                    // blocking pool have been failed by the stop and end within a slice.
+                    rt.shutdown_timeout(Duration::from_secs(1));
                 }
             }
         })?;
@@ -92,6 +184,7 @@ impl PluginHost {
             handle,
             thread: Mutex::new(Some(thread)),
             quit: Mutex::new(Some(quit_tx)),
+            closed: AtomicBool::new(false),
             plugins: Mutex::new(HashMap::new()),
             logs: Arc::new(LogQueue::default()),
             next_id: AtomicU64::new(1),
@@ -104,15 +197,15 @@ impl PluginHost {
     }
 
     /// Makes a plugin known. Registering another path under the same name replaces the old
-    /// plugin (its process is stopped).
+    /// plugin (its process is stopped once no call uses it any more).
     pub fn register(&self, kind: Kind, name: &str, path: PathBuf) {
         let mut plugins = self.plugins.lock().unwrap();
         let key = (kind, name.to_string());
-        if plugins.get(&key).is_some_and(|e| e.spec.path == path) {
+        if plugins.get(&key).is_some_and(|p| p.spec.path == path) || self.closed.load(Ordering::Relaxed) {
             return;
         }
         let c = &self.config;
-        let spec = PluginSpec {
+        let spec = Arc::new(PluginSpec {
             kind,
             name: name.to_string(),
             path,
@@ -121,94 +214,118 @@ impl PluginHost {
             stop_grace: c.stop_grace,
             backoff_max: c.backoff_max,
             max_frame: c.max_frame,
-        };
-        // Replacing drops the old sender: its supervisor stops its process.
-        plugins.insert(key, Entry { spec: Arc::new(spec), tx: None });
+        });
+        let who = format!("plugin {} '{}' ({})", kind.as_str(), spec.name, spec.path.display());
+        let published = Arc::new(Published::default());
+        let (cmds, rx) = mpsc::unbounded_channel();
+        self.handle.spawn(Supervisor::new(spec.clone(), self.logs.clone(), published.clone(), rx).run());
+        // Replacing drops the old plugin: its supervisor stops its process when the last call ends.
+        plugins.insert(key, Arc::new(Plugin { spec, who, published, cmds }));
     }
 
-    fn sender(&self, kind: Kind, name: &str) -> Result<mpsc::UnboundedSender<Cmd>, PluginFailure> {
-        let mut plugins = self.plugins.lock().unwrap();
-        let Some(entry) = plugins.get_mut(&(kind, name.to_string())) else {
-            return Err(PluginFailure {
-                kind: FailureKind::Start,
-                message: format!("no {} plugin named '{name}' is registered", kind.as_str()),
-            });
-        };
-        if let Some(tx) = &entry.tx {
-            if !tx.is_closed() {
-                return Ok(tx.clone());
-            }
-        }
-        if self.quit.lock().unwrap().is_none() {
+    fn plugin(&self, kind: Kind, name: &str) -> Result<Arc<Plugin>, PluginFailure> {
+        if self.closed.load(Ordering::Relaxed) {
             return Err(PluginFailure { kind: FailureKind::Stopped, message: "the plugin host is closed".into() });
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.handle.spawn(Supervisor::new(entry.spec.clone(), self.logs.clone(), rx).run());
-        entry.tx = Some(tx.clone());
-        Ok(tx)
+        self.plugins.lock().unwrap().get(&(kind, name.to_string())).cloned().ok_or_else(|| PluginFailure {
+            kind: FailureKind::Start,
+            message: format!("no {} plugin named '{name}' is registered", kind.as_str()),
+        })
     }
 
-    /// Sends a call; its output and answer go to `sink`. The plugin starts if it is not running.
+    /// One processor call, blocking the calling thread. Must not be called from inside a tokio
+    /// runtime. The answer is merged into a copy of `execution` (docs/PROTOCOL.md §4.2).
+    pub fn process(
+        &self,
+        name: &str,
+        execution: &Execution,
+        config: &HashMap<String, String>,
+        timeout: Option<Duration>,
+    ) -> Result<Execution, PluginFailure> {
+        self.process_interruptible(name, execution, &execution.output, config, timeout, &mut || false)
+    }
+
+    /// `process` with the output given apart (`execution.output` is not read: the binding lends
+    /// a Python buffer), asking `interrupted` at least every few milliseconds while it waits;
+    /// true cancels the call (Ctrl-C in the binding).
+    pub fn process_interruptible(
+        &self,
+        name: &str,
+        execution: &Execution,
+        output: &[u8],
+        config: &HashMap<String, String>,
+        timeout: Option<Duration>,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Execution, PluginFailure> {
+        let plugin = self.plugin(Kind::Processor, name)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let head = process_head(id, execution, output.len(), config, self.config.max_frame)
+            .map_err(|e| plugin.failure(FailureKind::Protocol, format!("request not sent: {e}")))?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let Frame { header, body } = plugin.call(id, &head, output, deadline, timeout, None, interrupted)?;
+        let mut next = execution.clone_without_output();
+        let empty = Map::new();
+        let fields = match header.get("execution") {
+            Some(Value::Object(fields)) => fields,
+            None | Some(Value::Null) => &empty,
+            Some(other) => {
+                let why = format!("answered with an execution that is not an object: {other}");
+                return Err(plugin.failure(FailureKind::Protocol, why));
+            }
+        };
+        next.merge_protocol_fields(fields, body)
+            .map_err(|e| plugin.failure(FailureKind::Protocol, format!("answered with an unusable execution: {e}")))?;
+        Ok(next)
+    }
+
+    /// Sends a call; its output and answer go to `sink` (from any thread). The plugin starts if
+    /// it is not running. The call is driven by a thread of the host's blocking pool.
     pub fn call(
         &self,
         kind: Kind,
         name: &str,
-        header: Map<String, Value>,
+        mut header: Map<String, Value>,
         body: Vec<u8>,
         timeout: Option<Duration>,
         sink: Arc<dyn CallSink>,
     ) -> Result<CallRef, PluginFailure> {
-        let tx = self.sender(kind, name)?;
+        let plugin = self.plugin(kind, name)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        tx.send(Cmd::Call { id, header, body, timeout, sink: sink.clone() }).map_err(|_| PluginFailure {
-            kind: FailureKind::Stopped,
-            message: format!("plugin {} '{name}': its supervisor is gone", kind.as_str()),
-        })?;
-        Ok(CallRef { tx, id })
-    }
-
-    /// A call that blocks until the answer, the timeout, or a failure.
-    pub fn call_blocking(
-        &self,
-        kind: Kind,
-        name: &str,
-        header: Map<String, Value>,
-        body: Vec<u8>,
-        timeout: Option<Duration>,
-    ) -> Result<Frame, PluginFailure> {
-        let slot = Arc::new(CallSlot::default());
-        self.call(kind, name, header, body, timeout, slot.clone())?;
-        slot.wait(None).expect("waited without a limit")
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let flag = cancelled.clone();
+        let max = self.config.max_frame;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.handle.spawn_blocking(move || {
+            header.insert("id".into(), Value::from(id));
+            let head = serde_json::to_vec(&header)
+                .map_err(|e| codec::CodecError::Malformed(e.to_string()))
+                .and_then(|h| codec::encode_head(&h, body.len(), max))
+                .map_err(|e| plugin.failure(FailureKind::Protocol, format!("request not sent: {e}")));
+            let result = head.and_then(|head| {
+                plugin.call(id, &head, &body, deadline, timeout, Some(sink.clone()), &mut || flag.load(Ordering::Relaxed))
+            });
+            sink.finish(result);
+        });
+        Ok(CallRef { cancelled, id })
     }
 
     /// The pid of the plugin's running process, if it runs.
     pub fn pid(&self, kind: Kind, name: &str) -> Option<u32> {
-        let tx = self.plugins.lock().unwrap().get(&(kind, name.to_string()))?.tx.clone()?;
-        let (reply, rx) = std::sync::mpsc::channel();
-        tx.send(Cmd::Pid { reply }).ok()?;
-        rx.recv_timeout(Duration::from_secs(5)).ok().flatten()
-    }
-
-    /// Stops one plugin's process (it starts again on its next call).
-    pub fn stop(&self, kind: Kind, name: &str, grace: Duration) {
-        let tx = self.plugins.lock().unwrap().get_mut(&(kind, name.to_string())).and_then(|e| e.tx.take());
-        if let Some(tx) = tx {
-            let (done, rx) = std::sync::mpsc::channel();
-            if tx.send(Cmd::Stop { grace, done }).is_ok() {
-                let _ = rx.recv_timeout(grace + Duration::from_secs(3));
-            }
-        }
+        let plugin = self.plugins.lock().unwrap().get(&(kind, name.to_string())).cloned()?;
+        let pid = plugin.published.pid.load(Ordering::Relaxed);
+        (pid != 0).then_some(pid)
     }
 
     /// Stops every plugin (shutdown, `grace`, SIGKILL) and the host thread. Idempotent.
     pub fn close(&self, grace: Duration) {
         let Some(quit) = self.quit.lock().unwrap().take() else { return };
-        let senders: Vec<_> = self.plugins.lock().unwrap().values_mut().filter_map(|e| e.tx.take()).collect();
-        let waits: Vec<_> = senders
-            .into_iter()
-            .filter_map(|tx| {
+        self.closed.store(true, Ordering::Relaxed);
+        let plugins: Vec<_> = self.plugins.lock().unwrap().drain().map(|(_, p)| p).collect();
+        let waits: Vec<_> = plugins
+            .iter()
+            .filter_map(|p| {
                 let (done, rx) = std::sync::mpsc::channel();
-                tx.send(Cmd::Stop { grace, done }).ok().map(|_| rx)
+                p.cmds.send(Cmd::Stop { grace, done }).ok().map(|_| rx)
             })
             .collect();
         let deadline = Instant::now() + grace + Duration::from_secs(3);
@@ -226,42 +343,5 @@ impl PluginHost {
 impl Drop for PluginHost {
     fn drop(&mut self) {
         self.close(self.config.stop_grace);
-    }
-}
-
-/// A slot one blocking caller waits on.
-#[derive(Default)]
-pub struct CallSlot {
-    result: Mutex<Option<Result<Frame, PluginFailure>>>,
-    ready: Condvar,
-}
-
-impl CallSlot {
-    /// The answer, or None if `timeout` passed first.
-    pub fn wait(&self, timeout: Option<Duration>) -> Option<Result<Frame, PluginFailure>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut r = self.result.lock().unwrap();
-        while r.is_none() {
-            match deadline {
-                None => r = self.ready.wait(r).unwrap(),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    r = self.ready.wait_timeout(r, d - now).unwrap().0;
-                }
-            }
-        }
-        r.take()
-    }
-}
-
-impl CallSink for CallSlot {
-    fn output(&self, _stderr: bool, _data: &[u8]) {}
-
-    fn finish(&self, result: Result<Frame, PluginFailure>) {
-        *self.result.lock().unwrap() = Some(result);
-        self.ready.notify_all();
     }
 }

@@ -4,10 +4,12 @@
 //! restarts), `host` the registry the binding talks to, `run` executor-plugin runs.
 
 pub mod codec;
+pub mod conn;
 pub mod host;
 pub mod logs;
 pub mod spawn;
 pub mod supervisor;
+pub mod wire;
 
 // Re-exported so the binding speaks the same JSON types without a dependency of its own.
 pub use serde_json;

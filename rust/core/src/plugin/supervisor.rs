@@ -1,88 +1,93 @@
-//! One task per plugin: starts the process on first use, does the handshake, multiplexes calls
-//! by request id, enforces timeouts, and restarts a crashed plugin (with backoff) when the next
-//! call comes. Every failure of the process fails the calls in flight with an error naming the
-//! plugin, and the process is killed.
+//! One task per plugin, on the host thread: starts the process when a caller wants it (so every
+//! plugin is forked from that thread), does the handshake, and publishes the ready channel
+//! (`conn::Conn`) that callers then use by themselves. It watches the process: an exit, a broken
+//! channel reported by a reader, or a cancelled call left unanswered past the grace kills the
+//! process group and fails the calls in flight with an error naming the plugin. The next caller
+//! gets a new process, after a backoff if the plugin keeps failing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::codec::{self, header, CodecError, Frame};
+use super::conn::{Conn, Report};
 use super::logs::{LineSplitter, LogQueue};
 use super::spawn::{self, Launched};
 use super::{FailureKind, PluginFailure, PluginSpec, PROTOCOL_VERSIONS};
 
-/// Where a call's streamed output and final answer go.
+/// Where a call's streamed output and final answer go. Called from whichever thread reads.
 pub trait CallSink: Send + Sync {
     fn output(&self, stderr: bool, data: &[u8]);
     fn finish(&self, result: Result<Frame, PluginFailure>);
 }
 
+pub type ConnReply = std::sync::mpsc::Sender<Result<Arc<Conn>, PluginFailure>>;
+
 pub enum Cmd {
-    Call { id: u64, header: Map<String, Value>, body: Vec<u8>, timeout: Option<Duration>, sink: Arc<dyn CallSink> },
-    Cancel { id: u64 },
-    Pid { reply: std::sync::mpsc::Sender<Option<u32>> },
+    /// A caller wants a ready channel: the running one, or a new process.
+    Want { reply: ConnReply },
     Stop { grace: Duration, done: std::sync::mpsc::Sender<()> },
 }
 
-enum Incoming {
-    Frame(Frame),
-    Broken(CodecError),
-    Eof,
+/// What callers read without asking the supervisor.
+#[derive(Default)]
+pub struct Published {
+    pub conn: Mutex<Option<Arc<Conn>>>,
+    pub pid: AtomicU32,
 }
 
 /// Lines of stderr kept to explain a failure.
 const STDERR_TAIL: usize = 10;
 const LINE_MAX: usize = 64 * 1024;
 
-struct Pending {
-    id: u64,
-    header: Map<String, Value>,
-    body: Vec<u8>,
-    deadline: Option<Instant>,
-    timeout: Option<Duration>,
-    sink: Arc<dyn CallSink>,
-}
+type Hello = (u64, UnixStream, Result<Option<Frame>, CodecError>);
 
 struct Running {
     child: Child,
     pid: u32,
-    writer: mpsc::UnboundedSender<Vec<u8>>,
-    ready: bool,
+    generation: u64,
+    /// None until the handshake is done.
+    conn: Option<Arc<Conn>>,
     start_deadline: Instant,
-    max_in_flight: usize,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     stderr_done: Option<oneshot::Receiver<()>>,
 }
 
 pub struct Supervisor {
     spec: Arc<PluginSpec>,
+    who: Arc<str>,
     logs: Arc<LogQueue>,
+    published: Arc<Published>,
     cmds: mpsc::UnboundedReceiver<Cmd>,
-    incoming_tx: mpsc::UnboundedSender<(u64, Incoming)>,
-    incoming: mpsc::UnboundedReceiver<(u64, Incoming)>,
-    /// Bumped at every launch, so messages from a dead instance's reader are ignored.
+    reports_tx: mpsc::UnboundedSender<Report>,
+    reports: mpsc::UnboundedReceiver<Report>,
+    hellos_tx: mpsc::UnboundedSender<Hello>,
+    hellos: mpsc::UnboundedReceiver<Hello>,
+    /// Bumped at every launch, so news about a dead instance is ignored.
     generation: u64,
     proc: Option<Running>,
     failures: u32,
     retry_at: Option<Instant>,
-    queued: VecDeque<Pending>,
-    in_flight: HashMap<u64, Pending>,
-    /// Calls we gave up on and sent `cancel` for: the plugin must answer by the deadline.
-    cancelled: HashMap<u64, Instant>,
+    waiters: Vec<ConnReply>,
+    /// When answers to cancelled calls are due (the plugin is hung if one is still missing).
+    cancel_due: Vec<Instant>,
 }
 
 enum Event {
     Cmd(Option<Cmd>),
-    Incoming(u64, Incoming),
+    Report(Report),
+    Hello(Hello),
     Exited(std::io::Result<ExitStatus>),
     Tick,
 }
@@ -113,21 +118,26 @@ fn describe_status(status: &std::io::Result<ExitStatus>) -> String {
 }
 
 impl Supervisor {
-    pub fn new(spec: Arc<PluginSpec>, logs: Arc<LogQueue>, cmds: mpsc::UnboundedReceiver<Cmd>) -> Self {
-        let (incoming_tx, incoming) = mpsc::unbounded_channel();
+    pub fn new(spec: Arc<PluginSpec>, logs: Arc<LogQueue>, published: Arc<Published>, cmds: mpsc::UnboundedReceiver<Cmd>) -> Self {
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let (hellos_tx, hellos) = mpsc::unbounded_channel();
+        let who = format!("plugin {} '{}' ({})", spec.kind.as_str(), spec.name, spec.path.display()).into();
         Self {
             spec,
+            who,
             logs,
+            published,
             cmds,
-            incoming_tx,
-            incoming,
+            reports_tx,
+            reports,
+            hellos_tx,
+            hellos,
             generation: 0,
             proc: None,
             failures: 0,
             retry_at: None,
-            queued: VecDeque::new(),
-            in_flight: HashMap::new(),
-            cancelled: HashMap::new(),
+            waiters: Vec::new(),
+            cancel_due: Vec::new(),
         }
     }
 
@@ -136,7 +146,8 @@ impl Supervisor {
             let deadline = self.next_deadline();
             let event = tokio::select! {
                 cmd = self.cmds.recv() => Event::Cmd(cmd),
-                Some((generation, inc)) = self.incoming.recv() => Event::Incoming(generation, inc),
+                Some(report) = self.reports.recv() => Event::Report(report),
+                Some(hello) = self.hellos.recv() => Event::Hello(hello),
                 status = wait_child(self.proc.as_mut()) => Event::Exited(status),
                 _ = at(deadline) => Event::Tick,
             };
@@ -150,143 +161,91 @@ impl Supervisor {
                     let _ = done.send(());
                     return;
                 }
-                Event::Cmd(Some(cmd)) => self.on_cmd(cmd),
-                Event::Incoming(generation, inc) if generation == self.generation => self.on_incoming(inc).await,
-                Event::Incoming(..) => {}
+                Event::Cmd(Some(Cmd::Want { reply })) => self.on_want(reply),
+                Event::Report(report) => self.on_report(report).await,
+                Event::Hello((generation, stream, frame)) if generation == self.generation => {
+                    self.on_hello(stream, frame).await
+                }
+                Event::Hello(_) => {}
                 Event::Exited(status) => self.on_exit(status).await,
                 Event::Tick => self.on_tick().await,
             }
-            self.pump().await;
+            self.pump();
         }
-    }
-
-    fn who(&self) -> String {
-        format!("plugin {} '{}' ({})", self.spec.kind.as_str(), self.spec.name, self.spec.path.display())
     }
 
     fn failure(&self, kind: FailureKind, what: impl std::fmt::Display) -> PluginFailure {
-        PluginFailure { kind, message: format!("{}: {what}", self.who()) }
+        PluginFailure { kind, message: format!("{}: {what}", self.who) }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |d: Option<Instant>| {
-            if let Some(d) = d {
-                next = Some(next.map_or(d, |n| n.min(d)));
-            }
-        };
-        if let Some(p) = &self.proc {
-            if !p.ready {
-                consider(Some(p.start_deadline));
-            }
-        } else if !self.queued.is_empty() {
-            consider(self.retry_at);
-        }
-        for p in self.queued.iter().chain(self.in_flight.values()) {
-            consider(p.deadline);
-        }
-        for d in self.cancelled.values() {
-            consider(Some(*d));
-        }
-        next
+        let handshake = self.proc.as_ref().filter(|p| p.conn.is_none()).map(|p| p.start_deadline);
+        let retry = if self.proc.is_none() && !self.waiters.is_empty() { self.retry_at } else { None };
+        [handshake, retry, self.cancel_due.iter().min().copied()].into_iter().flatten().min()
     }
 
-    fn on_cmd(&mut self, cmd: Cmd) {
-        match cmd {
-            Cmd::Call { id, header, body, timeout, sink } => {
-                let deadline = timeout.map(|t| Instant::now() + t);
-                self.queued.push_back(Pending { id, header, body, deadline, timeout, sink });
+    fn on_want(&mut self, reply: ConnReply) {
+        match self.proc.as_ref().and_then(|p| p.conn.as_ref()) {
+            Some(conn) if conn.usable() => {
+                let _ = reply.send(Ok(conn.clone()));
             }
-            Cmd::Cancel { id } => {
-                if let Some(pos) = self.queued.iter().position(|p| p.id == id) {
-                    let p = self.queued.remove(pos).unwrap();
-                    p.sink.finish(Err(self.failure(FailureKind::Cancelled, "the call was cancelled")));
-                } else if let Some(p) = self.in_flight.remove(&id) {
-                    p.sink.finish(Err(self.failure(FailureKind::Cancelled, "the call was cancelled")));
-                    self.send_cancel(id);
+            _ => self.waiters.push(reply),
+        }
+    }
+
+    async fn on_report(&mut self, report: Report) {
+        let current = self.proc.as_ref().map(|p| p.generation);
+        match report {
+            Report::CancelDue { generation, due } if Some(generation) == current => self.cancel_due.push(due.into()),
+            Report::Broken { generation, error } if Some(generation) == current => {
+                self.fail_process(FailureKind::Protocol, format!("{error}; killed")).await
+            }
+            Report::Closed { generation } if Some(generation) == current => {
+                // Usually the plugin is exiting: give it a moment, so the error can say how.
+                let exited = match self.proc.as_mut() {
+                    Some(p) => timeout(Duration::from_millis(500), p.child.wait()).await.ok(),
+                    None => None,
+                };
+                match exited {
+                    Some(status) => self.on_exit(status).await,
+                    None => self.fail_process(FailureKind::Crashed, "closed the RPC channel; killed").await,
                 }
             }
-            Cmd::Pid { reply } => {
-                let _ = reply.send(self.proc.as_ref().map(|p| p.pid));
-            }
-            Cmd::Stop { .. } => unreachable!("handled in run"),
-        }
-    }
-
-    fn send_cancel(&mut self, id: u64) {
-        if let Some(p) = &self.proc {
-            if let Ok(bytes) = codec::encode(&header([("type", json!("cancel")), ("id", json!(id))]), &[], usize::MAX) {
-                let _ = p.writer.send(bytes);
-            }
-            self.cancelled.insert(id, Instant::now() + self.spec.cancel_grace);
+            _ => {}
         }
     }
 
     async fn on_tick(&mut self) {
         let now = Instant::now();
         if let Some(p) = &self.proc {
-            if !p.ready && now >= p.start_deadline {
+            if p.conn.is_none() && now >= p.start_deadline {
                 let why = format!("did not complete the handshake within {:?}; killed", self.spec.start_timeout);
                 self.fail_process(FailureKind::Start, why).await;
                 return;
             }
         }
-        if self.cancelled.values().any(|d| now >= *d) {
-            let why = format!(
-                "hung: did not answer a timed-out or cancelled call within {:?} of the cancel; killed",
-                self.spec.cancel_grace
-            );
-            self.fail_process(FailureKind::Timeout, why).await;
-            return;
-        }
-        let expired_q: Vec<Pending> = {
-            let (gone, keep): (Vec<_>, Vec<_>) =
-                self.queued.drain(..).partition(|p| p.deadline.is_some_and(|d| now >= d));
-            self.queued = keep.into();
-            gone
-        };
-        for p in expired_q {
-            let why = format!("call timed out after {:?} (the plugin was not ready)", p.timeout.unwrap_or_default());
-            p.sink.finish(Err(self.failure(FailureKind::Timeout, why)));
-        }
-        let expired: Vec<u64> =
-            self.in_flight.values().filter(|p| p.deadline.is_some_and(|d| now >= d)).map(|p| p.id).collect();
-        for id in expired {
-            let p = self.in_flight.remove(&id).unwrap();
-            let why = format!("call timed out after {:?}", p.timeout.unwrap_or_default());
-            p.sink.finish(Err(self.failure(FailureKind::Timeout, why)));
-            self.send_cancel(id);
+        if self.cancel_due.iter().any(|d| *d <= now) {
+            self.cancel_due.retain(|d| *d > now);
+            let hung = self.proc.as_ref().and_then(|p| p.conn.as_ref()).is_some_and(|c| c.overdue(now.into_std()));
+            if hung {
+                let why = format!(
+                    "hung: did not answer a timed-out or cancelled call within {:?} of the cancel; killed",
+                    self.spec.cancel_grace
+                );
+                self.fail_process(FailureKind::Timeout, why).await;
+            }
         }
     }
 
-    /// Starts the process when calls wait for it, and sends queued calls up to the plugin's limit.
-    async fn pump(&mut self) {
-        if self.proc.is_none() && !self.queued.is_empty() {
-            if self.retry_at.is_some_and(|r| Instant::now() < r) {
-                return;
-            }
-            if let Err(e) = self.launch() {
-                let failure = self.failure(FailureKind::Start, format!("could not be started: {e}"));
-                self.note_failure();
-                self.fail_all(&failure);
-            }
+    /// Starts the process when callers wait for one (after the backoff).
+    fn pump(&mut self) {
+        if self.proc.is_some() || self.waiters.is_empty() || self.retry_at.is_some_and(|r| Instant::now() < r) {
             return;
         }
-        let Some(p) = &self.proc else { return };
-        if !p.ready {
-            return;
-        }
-        while self.in_flight.len() < p.max_in_flight {
-            let Some(mut call) = self.queued.pop_front() else { break };
-            call.header.insert("id".into(), json!(call.id));
-            match codec::encode(&call.header, &call.body, self.spec.max_frame) {
-                Ok(bytes) => {
-                    call.body = Vec::new();
-                    let _ = p.writer.send(bytes);
-                    self.in_flight.insert(call.id, call);
-                }
-                Err(e) => call.sink.finish(Err(self.failure(FailureKind::Protocol, format!("request not sent: {e}")))),
-            }
+        if let Err(e) = self.launch() {
+            let failure = self.failure(FailureKind::Start, format!("could not be started: {e}"));
+            self.note_failure(false);
+            self.fail_waiters(&failure);
         }
     }
 
@@ -295,30 +254,12 @@ impl Supervisor {
             spawn::launch(&self.spec.path, self.spec.kind, &self.spec.name, self.spec.max_frame)?;
         self.generation += 1;
         let generation = self.generation;
-        let (mut reader, mut writer) = channel.into_split();
-        let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
-        tokio::spawn(async move {
-            while let Some(bytes) = wrx.recv().await {
-                if writer.write_all(&bytes).await.is_err() {
-                    return;
-                }
-            }
-            // Dropping the writer half shuts down our side: the plugin reads EOF.
-        });
-        let itx = self.incoming_tx.clone();
+        let hellos = self.hellos_tx.clone();
         let max = self.spec.max_frame;
         tokio::spawn(async move {
-            loop {
-                let inc = match codec::read_frame(&mut reader, max).await {
-                    Ok(Some(f)) => Incoming::Frame(f),
-                    Ok(None) => Incoming::Eof,
-                    Err(e) => Incoming::Broken(e),
-                };
-                let last = !matches!(inc, Incoming::Frame(_));
-                if itx.send((generation, inc)).is_err() || last {
-                    return;
-                }
-            }
+            let mut stream = channel;
+            let hello = codec::read_frame(&mut stream, max).await;
+            let _ = hellos.send((generation, stream, hello));
         });
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(out) = child.stdout.take() {
@@ -329,66 +270,35 @@ impl Supervisor {
             let t = Some(tail.clone());
             tokio::spawn(pump_lines(err, self.logs.clone(), self.spec.name.clone(), "stderr", t, Some(done_tx)));
         }
+        self.published.pid.store(pid, Ordering::Relaxed);
         self.proc = Some(Running {
             child,
             pid,
-            writer: wtx,
-            ready: false,
+            generation,
+            conn: None,
             start_deadline: Instant::now() + self.spec.start_timeout,
-            max_in_flight: 1,
             stderr_tail: tail,
             stderr_done: Some(done_rx),
         });
         Ok(())
     }
 
-    async fn on_incoming(&mut self, inc: Incoming) {
-        let frame = match inc {
-            Incoming::Frame(f) => f,
-            Incoming::Broken(e) => return self.fail_process(FailureKind::Protocol, format!("{e}; killed")).await,
-            Incoming::Eof => {
-                // Usually the plugin is exiting: give it a moment, so the error can say how.
+    async fn on_hello(&mut self, mut stream: UnixStream, frame: Result<Option<Frame>, CodecError>) {
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                // The plugin closed the channel: it is exiting; its exit says how.
                 let exited = match self.proc.as_mut() {
                     Some(p) => timeout(Duration::from_millis(500), p.child.wait()).await.ok(),
                     None => None,
                 };
                 return match exited {
                     Some(status) => self.on_exit(status).await,
-                    None => self.fail_process(FailureKind::Crashed, "closed the RPC channel; killed").await,
+                    None => self.fail_process(FailureKind::Start, "closed the RPC channel before the handshake; killed").await,
                 };
             }
+            Err(e) => return self.fail_process(FailureKind::Protocol, format!("{e}; killed")).await,
         };
-        let ready = self.proc.as_ref().is_some_and(|p| p.ready);
-        if !ready {
-            return self.on_hello(frame).await;
-        }
-        match frame.kind() {
-            "output" => {
-                if let Some(p) = frame.id().and_then(|id| self.in_flight.get(&id)) {
-                    p.sink.output(frame.str_field("stream") == Some("stderr"), &frame.body);
-                }
-            }
-            "result" | "error" => {
-                let Some(id) = frame.id() else {
-                    return self.fail_process(FailureKind::Protocol, "answer without an id; killed").await;
-                };
-                self.cancelled.remove(&id);
-                if let Some(p) = self.in_flight.remove(&id) {
-                    if frame.kind() == "result" {
-                        self.failures = 0;
-                        p.sink.finish(Ok(frame));
-                    } else {
-                        let msg = frame.str_field("message").unwrap_or("(no message)").to_string();
-                        p.sink.finish(Err(self.failure(FailureKind::Remote, msg)));
-                    }
-                }
-            }
-            // Unknown types are ignored: later protocol versions may add messages.
-            _ => {}
-        }
-    }
-
-    async fn on_hello(&mut self, frame: Frame) {
         if frame.kind() != "hello" {
             let why = format!("sent {:?} before the handshake; killed", frame.kind());
             return self.fail_process(FailureKind::Protocol, why).await;
@@ -412,32 +322,41 @@ impl Supervisor {
         let limit = frame.header.get("max_in_flight").and_then(Value::as_u64).unwrap_or(1).clamp(1, 4096) as usize;
         let welcome =
             header([("type", json!("welcome")), ("protocol", json!(version)), ("max_frame", json!(self.spec.max_frame))]);
+        let bytes = codec::encode(&welcome, &[], usize::MAX).expect("a small header");
+        if let Err(e) = stream.write_all(&bytes).await {
+            return self.fail_process(FailureKind::Crashed, format!("the channel failed at the handshake: {e}; killed")).await;
+        }
+        let conn = stream.into_std().map(OwnedFd::from).and_then(|fd| {
+            let p = self.proc.as_ref().expect("a hello comes from a running process");
+            Conn::new(fd, p.generation, p.pid, limit, self.spec.max_frame, self.who.clone(), self.spec.cancel_grace, self.reports_tx.clone())
+        });
+        let conn = match conn {
+            Ok(c) => Arc::new(c),
+            Err(e) => return self.fail_process(FailureKind::Start, format!("the channel could not be set up: {e}; killed")).await,
+        };
         if let Some(p) = self.proc.as_mut() {
-            p.ready = true;
-            p.max_in_flight = limit;
-            if let Ok(bytes) = codec::encode(&welcome, &[], usize::MAX) {
-                let _ = p.writer.send(bytes);
-            }
+            p.conn = Some(conn.clone());
+        }
+        *self.published.conn.lock().unwrap() = Some(conn.clone());
+        for reply in self.waiters.drain(..) {
+            let _ = reply.send(Ok(conn.clone()));
         }
     }
 
     async fn on_exit(&mut self, status: std::io::Result<ExitStatus>) {
-        let Some(mut p) = self.proc.take() else { return };
-        self.generation += 1;
-        let when = if p.ready { "exited" } else { "exited before the handshake" };
+        let Some(mut p) = self.take_proc() else { return };
+        let when = if p.conn.is_some() { "exited" } else { "exited before the handshake" };
         let why = format!("{when} ({})", describe_status(&status));
-        let kind = if p.ready { FailureKind::Crashed } else { FailureKind::Start };
+        let kind = if p.conn.is_some() { FailureKind::Crashed } else { FailureKind::Start };
         // The group may still hold children of the plugin.
         spawn::kill_group(p.pid);
         let failure = self.failure(kind, format!("{why}{}", stderr_note(&mut p).await));
-        self.note_failure();
-        self.fail_all(&failure);
+        self.finish_proc(&p, &failure);
     }
 
-    /// Kills the process (and its group) and fails every call waiting on it.
+    /// Kills the process (and its group) and fails every call on it.
     async fn fail_process(&mut self, kind: FailureKind, why: impl std::fmt::Display) {
-        let Some(mut p) = self.proc.take() else { return };
-        self.generation += 1;
+        let Some(mut p) = self.take_proc() else { return };
         spawn::kill_group(p.pid);
         let _ = p.child.start_kill();
         let status = match timeout(Duration::from_secs(2), p.child.wait()).await {
@@ -446,11 +365,36 @@ impl Supervisor {
         };
         let failure = self.failure(kind, format!("{why} ({status}){}", stderr_note(&mut p).await));
         self.logs.push(&self.spec.name, "host", failure.message.clone());
-        self.note_failure();
-        self.fail_all(&failure);
+        self.finish_proc(&p, &failure);
     }
 
-    fn note_failure(&mut self) {
+    /// The process is gone: nobody gets its channel any more.
+    fn take_proc(&mut self) -> Option<Running> {
+        let p = self.proc.take()?;
+        self.generation += 1;
+        self.cancel_due.clear();
+        self.published.pid.store(0, Ordering::Relaxed);
+        let mut published = self.published.conn.lock().unwrap();
+        if published.as_ref().is_some_and(|c| c.generation == p.generation) {
+            *published = None;
+        }
+        Some(p)
+    }
+
+    fn finish_proc(&mut self, p: &Running, failure: &PluginFailure) {
+        let answered = p.conn.as_ref().is_some_and(|c| c.answered.load(Ordering::Relaxed));
+        if let Some(conn) = &p.conn {
+            conn.fail(failure);
+        }
+        self.note_failure(answered);
+        self.fail_waiters(failure);
+    }
+
+    fn note_failure(&mut self, answered_since_start: bool) {
+        // A plugin that answered calls is not crash-looping: its first restart is immediate.
+        if answered_since_start {
+            self.failures = 0;
+        }
         self.failures += 1;
         // The first restart is immediate; repeated failures back off exponentially.
         let delay = if self.failures <= 1 {
@@ -461,26 +405,25 @@ impl Supervisor {
         self.retry_at = Some(Instant::now() + delay);
     }
 
-    fn fail_all(&mut self, failure: &PluginFailure) {
-        self.cancelled.clear();
-        for (_, p) in self.in_flight.drain() {
-            p.sink.finish(Err(failure.clone()));
-        }
-        for p in self.queued.drain(..) {
-            p.sink.finish(Err(failure.clone()));
+    /// Callers waiting for a process fail with the reason it failed.
+    fn fail_waiters(&mut self, failure: &PluginFailure) {
+        for reply in self.waiters.drain(..) {
+            let _ = reply.send(Err(failure.clone()));
         }
     }
 
     /// Polite stop: `shutdown`, EOF, `grace` to exit, then SIGKILL to the group.
     async fn stop(&mut self, grace: Duration) {
         let failure = self.failure(FailureKind::Stopped, "the plugin host is shutting down");
-        self.fail_all(&failure);
-        let Some(mut p) = self.proc.take() else { return };
-        self.generation += 1;
-        if let Ok(bytes) = codec::encode(&header([("type", json!("shutdown"))]), &[], usize::MAX) {
-            let _ = p.writer.send(bytes);
+        self.fail_waiters(&failure);
+        let Some(mut p) = self.take_proc() else { return };
+        if let Some(conn) = &p.conn {
+            if let Ok(bytes) = codec::encode(&header([("type", json!("shutdown"))]), &[], usize::MAX) {
+                conn.send_nowait(&bytes);
+            }
+            conn.close_write();
+            conn.fail(&failure);
         }
-        drop(p.writer);
         if timeout(grace, p.child.wait()).await.is_err() {
             spawn::kill_group(p.pid);
             let _ = p.child.start_kill();
