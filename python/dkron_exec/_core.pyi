@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any, final
 
 from .execution import Execution
-
-from .execution import Execution
 from .store import Store
 
 __all__ = [
