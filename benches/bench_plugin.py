@@ -1,10 +1,12 @@
 """Plugin processor round trips (1 KiB and 256 KiB outputs).
 
-dkron_exec: ``PluginManager.process`` (the Rust host; socketpair transport, frames of a JSON header and
-a raw body) driving an echo plugin written with ``dkron_exec.plugin.serve`` (the Python SDK), and the
-same host driving a C echo plugin (``dkron-processor-cecho``, built from ``c/pingpong.c``): the host's
-own cost without the SDK's. Python: a host and a plugin in plain Python, JSON lines over a pipe with the
-output in base64 (``_jsonl_plugin.py``). C: ``c/pingpong.c``, two processes echoing the same frames over a
+dkron_exec: the plugin step of the Rust chain as a run drives it (``Runtime.process`` with ``repeat``: one
+crossing for the loop; the host writes each request and reads its answer on the calling thread, over a
+socketpair, frames of a JSON header and a raw body) calling an echo plugin written with
+``dkron_exec.plugin.serve`` (the Python SDK), and the same host calling a C echo plugin
+(``dkron-processor-cecho``, built from ``c/pingpong.c``): the host's own cost without the SDK's.
+Python: a host and a plugin in plain Python, JSON lines over a pipe with the output in base64
+(``_jsonl_plugin.py``). C: ``c/pingpong.c``, two processes echoing the same frames over a
 socketpair, no host and no JSON parsing (the limit of the transport). Go (when ``go`` is on PATH, Python SDK
 figures): Dkron v4.0.5's own plugin client calling Dkron's minimal Go processor (``_go.py``), the plugin
 stack dkron_exec replaces.
@@ -19,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -65,16 +68,15 @@ def plugin_files(results: Path) -> dict[str, Path]:
 
 
 @cache
-def manager(results: Path) -> Any:
-    from dkron_exec.discovery import DiscoveredPlugins, PluginInfo
-    from dkron_exec.plugin_host import PluginManager
+def executor(results: Path) -> Any:
+    """An Executor that finds the two echo plugins (and keeps them running between samples)."""
+    from dkron_exec import Executor
 
-    found = DiscoveredPlugins()
-    for name, path in plugin_files(results).items():
-        found.processors[name] = PluginInfo(kind="processor", name=name, path=path)
-    m = PluginManager(found, call_timeout=30.0)
-    atexit.register(m.close)
-    return m
+    folder = {path.parent for path in plugin_files(results).values()}.pop()
+    ex = Executor(":memory:", node_name="bench", plugin_dirs=[folder], plugin_timeout=30.0)
+    atexit.register(ex.close)
+    ex.plugins  # noqa: B018  (discovery, which Runtime.process alone does not start)
+    return ex
 
 
 class JsonLinesPlugin:
@@ -104,21 +106,26 @@ class JsonLinesPlugin:
 
 
 def figure(env: Env, label: str, size: int, plugin: str, jsonl: JsonLinesPlugin, go: bool) -> Figure:
-    from dkron_exec import Execution
+    from dkron_exec import Execution, Job
 
     n = env.pick(test=2, quick=2000 if size <= 4096 else 200, full=10_000 if size <= 4096 else 1000)
     # The JSON-lines plugin is ~100x slower with big outputs: fewer of its round trips per sample.
     n_python = n if size <= 4096 else max(2, n // 10)
     go_seconds = env.pick(test=0.05, quick=1, full=2)
-    m = manager(env.results)
+    ex = executor(env.results)
     now = datetime.now(timezone.utc)
     execution = Execution(job_name="bench", started_at=now, finished_at=now, success=True, output=b"x" * size)
     config = {"forward": "true"}
+    job = Job.from_dict({"name": "bench", "command": "true", "processors": {plugin: config}})
     fields = {k: v for k, v in execution.to_dict().items() if k != "output"}
 
-    def dkron() -> None:
-        if len(m.process(plugin, execution, config).output) != size:
-            raise RuntimeError("the plugin did not echo the output")
+    def dkron(count: int) -> float:
+        t0 = time.perf_counter()
+        done = ex._runtime.process(job.plan, execution, repeat=count)
+        elapsed = time.perf_counter() - t0
+        if len(done.output) != size or done.processor_errors:
+            raise RuntimeError(f"the plugin did not echo the output: {done.processor_errors}")
+        return elapsed
 
     def plain() -> None:
         if len(jsonl.process(fields, execution.output, config)) != size:
@@ -133,7 +140,7 @@ def figure(env: Env, label: str, size: int, plugin: str, jsonl: JsonLinesPlugin,
     sdk = plugin == "pyecho"
     kind = "Python SDK plugin" if sdk else "C plugin"
     subjects = [
-        Subject("dkron_exec", rate(n, 1, timed_loop(dkron)), f"PluginManager.process, {kind}"),
+        Subject("dkron_exec", rate(n, 1, dkron), f"the plugin step in the Rust chain, {kind}"),
         Subject("python", rate(n_python, 1, timed_loop(plain)), "JSON lines over a pipe, base64 output"),
         Subject("c", rate(n, 1, c_loop), "C ping-pong of the same frames on a socketpair"),
     ]
