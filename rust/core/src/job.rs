@@ -137,8 +137,12 @@ fn output_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: fcntl on the pipe we just made.
-    unsafe { libc::fcntl(fds[0], libc::F_SETPIPE_SZ, OUTPUT_PIPE_SIZE) };
+    // SAFETY: fcntl on the pipe we just made. Only our end is non-blocking (tokio reads it); the
+    // job's end stays as a job expects it.
+    unsafe {
+        libc::fcntl(fds[0], libc::F_SETPIPE_SZ, OUTPUT_PIPE_SIZE);
+        libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK);
+    }
     // SAFETY: pipe2 succeeded, so these are open fds owned by no one else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
@@ -175,7 +179,8 @@ pub fn spawn(spec: &JobSpec) -> std::io::Result<Started> {
     // The Command (holding our copies of the write end) is dropped here, so EOF on the read end
     // means every process holding the job's output has closed it.
     drop(cmd);
-    Ok(Started { child, output: pipe::Receiver::from_owned_fd(read_end)? })
+    // The read end is a pipe and non-blocking (output_pipe): no need for tokio to check it again.
+    Ok(Started { child, output: pipe::Receiver::from_owned_fd_unchecked(read_end)? })
 }
 
 /// An outcome for a job that could not be started.
@@ -220,9 +225,13 @@ fn tail_with_error(tail: &mut TailBuffer, error: &str) -> Vec<u8> {
     tail.contents_with_trailer(&error_line(error))
 }
 
-async fn read_some<R: AsyncRead + Unpin>(r: Option<&mut R>, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads into `buf`'s spare capacity (never zeroed: most jobs write far less than a buffer).
+async fn read_some<R: AsyncRead + Unpin>(r: Option<&mut R>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     match r {
-        Some(r) => r.read(buf).await,
+        Some(r) => {
+            buf.clear();
+            r.read_buf(buf).await
+        }
         None => std::future::pending().await,
     }
 }
@@ -269,7 +278,7 @@ pub async fn supervise(
     let payload = spec.stdin.take().unwrap_or_default();
     let mut written = 0usize;
     let mut output = Some(output);
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = Vec::with_capacity(64 * 1024);
     let mut capture = Capture::new(spec.output_limit, spec.spool.clone());
 
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);
@@ -312,7 +321,7 @@ pub async fn supervise(
                 _ => stdin = None,
             },
             r = read_some(output.as_mut(), &mut buf) => match r {
-                Ok(n) if n > 0 => capture.write(&buf[..n]),
+                Ok(n) if n > 0 => capture.write(&buf),
                 _ => output = None,
             },
             s = &mut wait, if running => {

@@ -14,14 +14,16 @@ pub const REPLACEMENT: &[u8] = b"Output in syslog";
 /// One sink per distinct destination config, kept for the runtime's life.
 #[derive(Default)]
 pub struct Sinks {
-    by_config: Mutex<HashMap<String, Arc<SyslogSink>>>,
+    by_config: Mutex<HashMap<SyslogConfig, Arc<SyslogSink>>>,
 }
 
 impl Sinks {
     pub fn get(&self, config: &SyslogConfig) -> Arc<SyslogSink> {
-        let key = format!("{config:?}");
         let mut sinks = self.by_config.lock().unwrap_or_else(|p| p.into_inner());
-        sinks.entry(key).or_insert_with(|| Arc::new(SyslogSink::new(config.clone()))).clone()
+        if let Some(sink) = sinks.get(config) {
+            return sink.clone();
+        }
+        sinks.entry(config.clone()).or_insert_with(|| Arc::new(SyslogSink::new(config.clone()))).clone()
     }
 
     /// Closes every connection (a later send opens a new one).

@@ -86,7 +86,7 @@ const SEVERITIES: [(&str, u8); 11] = [
 ];
 
 /// How the sink reaches the daemon.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Destination {
     /// Go's local search: unixgram, then unix stream, on each path in turn.
     Local(Vec<PathBuf>),
@@ -119,14 +119,14 @@ impl fmt::Display for Destination {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     Rfc3164,
     Rfc5424,
 }
 
 /// How messages are delimited on a stream (TCP or unix stream) connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Framing {
     /// RFC 6587 octet counting: `LEN SP MSG`; embedded newlines survive.
     Octet,
@@ -134,7 +134,7 @@ pub enum Framing {
     Lf,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Oversize {
     /// Several messages, each starting `(part i/n) `.
     Split,
@@ -142,7 +142,7 @@ pub enum Oversize {
     Truncate,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SyslogConfig {
     pub destination: Destination,
     pub format: Format,
