@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from dkron_exec import Execution, Executor, Store
+from dkron_exec import Execution, Executor, SQLiteStore, Store
 from jobs import shell_job
 from plugin_support import install, install_example
 
@@ -175,3 +175,15 @@ async def test_cancelling_tasks_never_blocks_the_loop(tmp_path: Path) -> None:
         ex.close()
         done = await asyncio.gather(*tasks[20:])
         assert all("cancelled" in (e.error or "") for e in done)
+
+
+async def test_async_runs_that_finish_together_share_a_transaction(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "store.db")
+    with Executor(store) as ex:
+        before = store.core.transactions()
+        done = await asyncio.gather(*(ex.run_async(shell_job(f"t{i}", "true")) for i in range(100)))
+        commits = store.core.transactions() - before
+        assert all(e.success for e in done)
+        assert sum(len(ex.executions(f"t{i}")) for i in range(100)) == 100
+    # Every execution is stored, in fewer commits than executions.
+    assert commits < 100

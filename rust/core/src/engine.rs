@@ -86,6 +86,15 @@ impl Engine {
         Ok(Handle { shared })
     }
 
+    /// Runs a background service of the runtime (not a run: not counted in flight); it is
+    /// dropped when the engine shuts down.
+    pub fn spawn_service(&self, service: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let guard = self.runtime.read().unwrap();
+        let runtime = guard.as_ref().filter(|_| !self.is_closed()).ok_or_else(shut_down_error)?;
+        runtime.spawn(service);
+        Ok(())
+    }
+
     /// Drives `run` to its end on the calling thread, on a small runtime of that thread's own.
     /// Every `poll` interval `interrupted` is asked whether the caller gives up (Ctrl-C); the
     /// first time it says yes, `give_up` is called (it should make `run` end soon) and the

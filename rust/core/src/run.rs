@@ -23,14 +23,72 @@ use crate::plugin::host::{HostConfig, PluginHost};
 use crate::plugin::Kind;
 use crate::spool::SpoolSpec;
 
-/// Where finished executions go (the SQLite store; None when the embedding program stores them).
+/// Where finished executions go: the SQLite store, or a store of the embedding program.
 pub trait Recorder: Send + Sync {
     fn record(&self, execution: &Execution) -> Result<(), String>;
+
+    /// Several executions that finished together, in one transaction where the store has them;
+    /// one result per execution.
+    fn record_many(&self, executions: &[Execution]) -> Vec<Result<(), String>> {
+        executions.iter().map(|e| self.record(e)).collect()
+    }
 }
 
 impl Recorder for crate::store::SqliteStore {
     fn record(&self, execution: &Execution) -> Result<(), String> {
         self.put(execution).map_err(|e| e.to_string())
+    }
+
+    fn record_many(&self, executions: &[Execution]) -> Vec<Result<(), String>> {
+        match self.put_many(executions) {
+            Ok(()) => executions.iter().map(|_| Ok(())).collect(),
+            // All or nothing failed: each on its own, so one bad record fails alone.
+            Err(_) => executions.iter().map(|e| self.record(e)).collect(),
+        }
+    }
+}
+
+/// One execution waiting for the batch writer, and where its result goes.
+type Pending = (Execution, tokio::sync::oneshot::Sender<(Execution, Result<(), String>)>);
+
+/// Records the executions of runs started on the engine (asyncio). Runs that finish in the same
+/// turn of the engine queue their executions; the writer takes everything queued and records it
+/// in one transaction, so N runs finishing together cost one commit, not N.
+struct BatchWriter {
+    queue: tokio::sync::mpsc::UnboundedSender<Pending>,
+}
+
+impl BatchWriter {
+    fn start(engine: &Engine, recorder: Arc<dyn Recorder>) -> Option<Self> {
+        let (queue, mut incoming) = tokio::sync::mpsc::unbounded_channel::<Pending>();
+        let writer = async move {
+            let mut batch = Vec::new();
+            while incoming.recv_many(&mut batch, 1024).await > 0 {
+                // Let the runs that are ready to finish right now queue theirs too: the writer was
+                // woken by the first and would otherwise commit it alone.
+                tokio::task::yield_now().await;
+                while let Ok(more) = incoming.try_recv() {
+                    batch.push(more);
+                }
+                let (executions, replies): (Vec<Execution>, Vec<_>) = batch.drain(..).unzip();
+                let results = recorder.record_many(&executions);
+                for ((execution, result), reply) in executions.into_iter().zip(results).zip(replies) {
+                    let _ = reply.send((execution, result));
+                }
+            }
+        };
+        engine.spawn_service(writer).ok().map(|_| Self { queue })
+    }
+
+    /// Records the execution with whatever else is queued; the store's error is returned.
+    async fn record(&self, execution: Execution) -> (Execution, Result<(), String>) {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        if let Err(refused) = self.queue.send((execution, reply)) {
+            let (execution, _) = refused.0;
+            return (execution, Err("the store writer has stopped".into()));
+        }
+        // The writer drops a queued execution only when the engine itself drops this run too.
+        result.await.unwrap_or_else(|_| (Execution::default(), Err("the store writer has stopped".into())))
     }
 }
 
@@ -101,6 +159,8 @@ pub struct Runtime {
     plugin_config: HostConfig,
     plugin_names: RwLock<HashSet<(Kind, String)>>,
     recorder: Option<Arc<dyn Recorder>>,
+    /// The recorder's writer for runs on the engine (batched); blocking runs record themselves.
+    batch: Option<BatchWriter>,
     settings: Settings,
     sinks: Sinks,
     log_host: Arc<dyn log::Host>,
@@ -125,8 +185,11 @@ impl Runtime {
         recorder: Option<Arc<dyn Recorder>>,
         log_host: Arc<dyn log::Host>,
     ) -> std::io::Result<Self> {
+        let engine = Engine::new(worker_threads)?;
+        let batch = recorder.clone().and_then(|r| BatchWriter::start(&engine, r));
         Ok(Self {
-            engine: Engine::new(worker_threads)?,
+            engine,
+            batch,
             plugins: Mutex::default(),
             plugin_config,
             plugin_names: RwLock::default(),
@@ -264,19 +327,20 @@ impl Runtime {
             let began = Instant::now();
             let (execution, spool) = self.attempt(plan, control, group, attempt, on_output).await;
             let execution = match inline {
-                Some(stop) => self.finish(&chain, execution, spool, stop),
-                None if !chain.may_block() => self.finish(&chain, execution, spool, &|| control.is_cancelled()),
+                Some(stop) => self.process_chain(&chain, execution, spool, stop),
+                None if !chain.may_block() => self.process_chain(&chain, execution, spool, &|| control.is_cancelled()),
                 None => {
                     let (rt, chain2, ctl) = (self.clone(), chain.clone(), control.clone());
                     let stop = move || ctl.is_cancelled() || rt.engine.is_closed();
                     let rt = self.clone();
-                    let blocking = tokio::task::spawn_blocking(move || rt.finish(&chain2, execution, spool, &stop));
+                    let blocking = tokio::task::spawn_blocking(move || rt.process_chain(&chain2, execution, spool, &stop));
                     match blocking.await {
                         Ok(e) => e,
                         Err(join) => self.unstarted(&plan.name, group, attempt, unix_nanos(), format!("the chain failed: {join}")),
                     }
                 }
             };
+            let execution = self.record(execution, inline.is_none()).await;
             if execution.success || attempt > plan.retries || control.is_cancelled() || self.engine.is_closed() {
                 return execution;
             }
@@ -385,21 +449,34 @@ impl Runtime {
         }
     }
 
-    /// The chain, then the store (always): a failing store is recorded on the execution.
-    fn finish(&self, chain: &Chain, execution: Execution, spool: Option<(PathBuf, bool)>, stop: &dyn Fn() -> bool) -> Execution {
+    /// The chain (its failures are recorded on the execution), then the spool is removed.
+    fn process_chain(&self, chain: &Chain, execution: Execution, spool: Option<(PathBuf, bool)>, stop: &dyn Fn() -> bool) -> Execution {
         let ctx = StepContext {
             node_name: &self.settings.node_name,
             full_output: spool.as_ref().map(|(path, complete)| (path.as_path(), *complete)),
             stop,
         };
-        let mut execution = chain.run(execution, &ctx);
+        let execution = chain.run(execution, &ctx);
         if let Some((path, _)) = spool {
             let _ = std::fs::remove_file(path);
         }
-        if let Some(recorder) = &self.recorder {
-            if let Err(why) = recorder.record(&execution) {
-                execution.processor_errors.push(format!("store: {why}"));
+        execution
+    }
+
+    /// The store gets the execution, always; its failure is recorded on the execution. On the
+    /// engine (`batched`), executions that finish together share one transaction.
+    async fn record(&self, mut execution: Execution, batched: bool) -> Execution {
+        let result = match (&self.recorder, &self.batch) {
+            (None, _) => return execution,
+            (Some(_), Some(batch)) if batched => {
+                let (recorded, result) = batch.record(execution).await;
+                execution = recorded;
+                result
             }
+            (Some(recorder), _) => recorder.record(&execution),
+        };
+        if let Err(why) = result {
+            execution.processor_errors.push(format!("store: {why}"));
         }
         execution
     }
