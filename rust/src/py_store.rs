@@ -8,6 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use crate::errors::guard;
 use crate::py_execution::{from_py, to_py};
 
 mod errors {
@@ -40,7 +41,7 @@ impl SqliteStore {
             .ok()
             .filter(|&r| r >= 1)
             .ok_or_else(|| PyValueError::new_err(format!("retention must be a positive integer, got {retention}")))?;
-        let store = py.detach(|| CoreStore::open(&path, retention)).map_err(store_error)?;
+        let store = py.detach(|| guard(|| CoreStore::open(&path, retention).map_err(store_error)))?;
         Ok(Self { inner: Arc::new(store) })
     }
 

@@ -3,19 +3,15 @@
 
 use std::collections::HashMap;
 
-use dkron_exec_core::config::{Config, ConfigError};
+use dkron_exec_core::config::Config;
 use dkron_exec_core::sinks::syslog::{ExecutionMessage, SyslogConfig, SyslogSink as CoreSink, FIELD_PREFIX};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 
-pyo3::import_exception!(dkron_exec.errors, JobError);
-
-fn job_error(e: ConfigError) -> PyErr {
-    JobError::new_err((e.field, e.value, e.reason))
-}
+use crate::errors::{guard, job_error};
 
 fn parse(config: &HashMap<String, String>) -> PyResult<SyslogConfig> {
-    SyslogConfig::parse(&Config::new(config, FIELD_PREFIX)).map_err(job_error)
+    guard(|| SyslogConfig::parse(&Config::new(config, FIELD_PREFIX)).map_err(|e| job_error(&e)))
 }
 
 /// Checks a syslog processor config; raises JobError naming the key and value.
