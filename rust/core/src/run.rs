@@ -302,10 +302,10 @@ impl Runtime {
             rt.release(&ctl);
             execution
         };
-        let (rt, plan, ctl) = (self.clone(), plan_name(&control), control.clone());
+        let (rt, ctl) = (self.clone(), control.clone());
         let lost = move || {
             rt.release(&ctl);
-            rt.unstarted(&plan, 0, 1, unix_nanos(), "the run was dropped: the Executor shut down".into())
+            rt.unstarted(&ctl.job, 0, 1, unix_nanos(), "the run was dropped: the Executor shut down".into())
         };
         self.engine.spawn(run, notify, lost).inspect_err(|_| self.release(&control))
     }
@@ -535,10 +535,6 @@ impl Runtime {
         }
         self.sinks.close();
     }
-}
-
-fn plan_name(control: &RunControl) -> String {
-    control.job.clone()
 }
 
 /// A `dkron-processor-NAME` plugin as a chain step.
