@@ -272,14 +272,9 @@ impl PluginChannel {
         let (record, output) = from_py_parts(execution)?;
         let mut copy = Vec::new();
         let output = output_bytes(&output, &mut copy)?;
-        let mut head = Vec::with_capacity(512);
-        head.extend_from_slice(&[0; 8]);
-        head.extend_from_slice(b"{\"type\":\"result\",\"id\":");
-        head.extend_from_slice(id.to_string().as_bytes());
-        head.extend_from_slice(b",\"execution\":");
-        record.write_protocol_json(&mut head);
-        head.push(b'}');
-        let head = codec::finish_head(head, output.len(), self.max_frame).map_err(|e| FrameError::new_err(e.to_string()))?;
+        let head = codec::execution_head("result", id, &record, None)
+            .and_then(|head| codec::finish_head(head, output.len(), self.max_frame))
+            .map_err(|e| FrameError::new_err(e.to_string()))?;
         self.write(py, &head, output)
     }
 

@@ -105,6 +105,31 @@ pub fn encode_head(header: &[u8], body_len: usize, max: usize) -> Result<Vec<u8>
     finish_head(out, body_len, max)
 }
 
+/// The head of a frame that carries an execution (docs/PROTOCOL.md §4: `process` requests and
+/// `result` answers), encoded straight from the record, with `config` when given; the prefix is
+/// left for `finish_head`.
+pub fn execution_head(
+    kind: &str,
+    id: u64,
+    execution: &crate::execution::Execution,
+    config: Option<&std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>, CodecError> {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(&[0; 8]);
+    head.extend_from_slice(b"{\"type\":\"");
+    head.extend_from_slice(kind.as_bytes());
+    head.extend_from_slice(b"\",\"id\":");
+    head.extend_from_slice(id.to_string().as_bytes());
+    head.extend_from_slice(b",\"execution\":");
+    execution.write_protocol_json(&mut head);
+    if let Some(config) = config {
+        head.extend_from_slice(b",\"config\":");
+        serde_json::to_writer(&mut head, config).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    }
+    head.push(b'}');
+    Ok(head)
+}
+
 /// Fills in the 8-byte prefix of `head` (8 placeholder bytes, then the header JSON).
 pub fn finish_head(mut head: Vec<u8>, body_len: usize, max: usize) -> Result<Vec<u8>, CodecError> {
     let hlen = head.len() - 8;

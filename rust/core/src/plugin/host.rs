@@ -138,25 +138,6 @@ impl CallRef {
     }
 }
 
-/// The header of a processor call (docs/PROTOCOL.md §4.2), encoded straight from the record.
-fn process_head(
-    id: u64,
-    execution: &Execution,
-    body_len: usize,
-    config: &HashMap<String, String>,
-    max: usize,
-) -> Result<Vec<u8>, codec::CodecError> {
-    let mut head = Vec::with_capacity(512);
-    head.extend_from_slice(&[0; 8]);
-    head.extend_from_slice(b"{\"type\":\"process\",\"id\":");
-    head.extend_from_slice(id.to_string().as_bytes());
-    head.extend_from_slice(b",\"execution\":");
-    execution.write_protocol_json(&mut head);
-    head.extend_from_slice(b",\"config\":");
-    serde_json::to_writer(&mut head, config).map_err(|e| codec::CodecError::Malformed(e.to_string()))?;
-    head.push(b'}');
-    codec::finish_head(head, body_len, max)
-}
 
 impl PluginHost {
     pub fn new(config: HostConfig) -> std::io::Result<Self> {
@@ -259,7 +240,8 @@ impl PluginHost {
     ) -> Result<Execution, PluginFailure> {
         let plugin = self.plugin(Kind::Processor, name)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let head = process_head(id, execution, output.len(), config, self.config.max_frame)
+        let head = codec::execution_head("process", id, execution, Some(config))
+            .and_then(|head| codec::finish_head(head, output.len(), self.config.max_frame))
             .map_err(|e| plugin.failure(FailureKind::Protocol, format!("request not sent: {e}")))?;
         let deadline = timeout.map(|t| Instant::now() + t);
         let Frame { header, body } = plugin.call(id, &head, output, deadline, timeout, None, interrupted)?;
