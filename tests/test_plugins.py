@@ -400,3 +400,36 @@ def test_ctrl_c_cancels_a_waiting_processor_call(ex: Executor, plugin_dir: Path)
     # The plugin got a cancel and is still usable (or restarted) for the next call.
     after = ex.run(shell_job("j", "echo hello", processors={"slow": {"append": "!"}}))
     assert after.output == b"hello\n!" and after.processor_errors == []
+
+
+def test_an_answer_with_an_unusable_execution_costs_only_its_step(ex: Executor, plugin_dir: Path) -> None:
+    # A plugin answering with a time stamp that is not RFC 3339 (non-ASCII where the offset goes).
+    install(
+        plugin_dir,
+        "processor",
+        "liar",
+        """
+        import orjson, sys
+        from dkron_exec.plugin import serve
+        server = sys.modules["dkron_exec.plugin.serve"]._Server
+
+        def answer(self, call_id, execution, config):
+            bad = {"started_at": "2024-05-29T16:26:40+1\\u00e9:0"}
+            self.channel.send(orjson.dumps({"type": "result", "id": call_id, "execution": bad}), b"x")
+
+        server._process = answer
+
+        class P:
+            def process(self, args):
+                return args.execution
+
+        serve(processor=P())
+        """,
+    )
+    job = shell_job("j", "echo hi", processors={"liar": {}}, concurrency="forbid")
+    for _ in range(2):  # the second run is not refused: the first one released its claim
+        execution = ex.run(job)
+        assert execution.output == b"hi\n"
+        [err] = execution.processor_errors
+        assert "unusable execution" in err and "started_at" in err
+    assert len(ex.executions("j")) == 2

@@ -245,7 +245,8 @@ impl PluginChannel {
     fn recv<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
         self.receivers.fetch_add(1, Ordering::Relaxed);
         py.detach(|| self.turns.take());
-        let result = self.recv_message(py);
+        // A panic must not leave the reading turn taken: the other workers would wait forever.
+        let result = crate::errors::guard(|| self.recv_message(py));
         let call = matches!(result, Ok(Some((_, true))));
         self.turns.leave(call, call && self.pending());
         self.receivers.fetch_sub(1, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import sys
@@ -55,6 +56,9 @@ class _Server:
         self.threads = 0
         self.lock = threading.Lock()
         self.cancels: dict[int, threading.Event] = {}
+        # Calls answered lately: a cancel for one of them (the usual race after a timeout) is
+        # ignored instead of leaving an event behind for a call that is gone.
+        self.answered: collections.deque[int] = collections.deque(maxlen=1024)
         self.done = threading.Event()
         self.code = 0
 
@@ -94,7 +98,8 @@ class _Server:
                 if kind == "process":
                     self._process(call_id, first, second)
                 elif kind == "cancel":
-                    self._cancel_event(call_id).set()
+                    if call_id not in self.answered:
+                        self._cancel_event(call_id).set()
                 elif kind == "execute":
                     self._execute(call_id, first, second)
                 else:
@@ -111,6 +116,7 @@ class _Server:
         self.channel.send_error(call_id, f"{type(exc).__name__}: {exc}")
 
     def _forget(self, call_id: int) -> None:
+        self.answered.append(call_id)
         if self.cancels:
             with self.lock:
                 self.cancels.pop(call_id, None)

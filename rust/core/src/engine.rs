@@ -141,7 +141,10 @@ impl Engine {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        let deadline = Instant::now() + grace;
+        // On one of the engine's own threads (the last owner went away in a run's task), waiting
+        // would stall the very runs being waited for: signal them and stop at once.
+        let inside = tokio::runtime::Handle::try_current().is_ok();
+        let deadline = Instant::now() + if inside { Duration::ZERO } else { grace };
         let mut n = self.in_flight.count.lock().unwrap();
         while *n > 0 {
             // notify_waiters only reaches tasks parked right now; repeat until all are gone.
@@ -155,7 +158,12 @@ impl Engine {
         }
         drop(n);
         if let Some(runtime) = self.runtime.write().unwrap().take() {
-            runtime.shutdown_timeout(Duration::from_millis(100));
+            if inside {
+                // A runtime cannot wait for itself.
+                runtime.shutdown_background();
+            } else {
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            }
         }
     }
 }

@@ -314,7 +314,8 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     }
     let offset = match &text[i..] {
         "Z" | "z" => 0,
-        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
+        // ASCII first: the byte offsets below must be character boundaries (a plugin wrote this).
+        tz if tz.len() == 6 && tz.is_ascii() && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
             let hh: i64 = tz[1..3].parse().ok()?;
             let mm: i64 = tz[4..6].parse().ok()?;
             let sign = if tz.starts_with('-') { -1 } else { 1 };
@@ -374,7 +375,16 @@ mod tests {
             assert_eq!(parse_rfc3339(text), Some(ns), "{text}");
         }
         assert_eq!(parse_rfc3339("2024-05-29T18:26:40.123456789+02:00"), Some(1_717_000_000_123_456_789));
-        for bad in ["", "2024-05-29", "2024-13-01T00:00:00Z", "2024-05-29T16:26:40", "2024-05-29T16:26:40.Z"] {
+        for bad in [
+            "",
+            "2024-05-29",
+            "2024-13-01T00:00:00Z",
+            "2024-05-29T16:26:40",
+            "2024-05-29T16:26:40.Z",
+            "2024-05-29T16:26:40+1é:0",
+            "2024-05-29T16:26:40+é1:00",
+            "2024-05-29T16:2é:40Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

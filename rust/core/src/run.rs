@@ -71,7 +71,19 @@ impl BatchWriter {
                     batch.push(more);
                 }
                 let (executions, replies): (Vec<Execution>, Vec<_>) = batch.drain(..).unzip();
-                let results = recorder.record_many(&executions);
+                // Off the engine's thread: a store may wait (SQLite on another process's lock, a
+                // Python store on the GIL), and the runs in flight must not wait with it.
+                let store = recorder.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.record_many(&executions)))
+                        .unwrap_or_else(|panic| {
+                            let why = format!("internal error (please report it): {}", crate::chain::panic_message(&*panic));
+                            executions.iter().map(|_| Err(why.clone())).collect()
+                        });
+                    (executions, results)
+                });
+                // The blocking task cannot panic (caught above); a join error means shutdown.
+                let Ok((executions, results)) = written.await else { return };
                 for ((execution, result), reply) in executions.into_iter().zip(results).zip(replies) {
                     let _ = reply.send((execution, result));
                 }
@@ -274,6 +286,8 @@ impl Runtime {
         interrupted: impl Fn() -> bool,
     ) -> std::io::Result<(Execution, bool)> {
         let give_up = control.clone();
+        // Released however the run ends (a panic included), so `forbid` never sees a ghost run.
+        let _claim = Claim(self, &control);
         // A step that waits (a plugin call) runs on this thread too: it asks the same question.
         let step_stop = || {
             let gave_up = !control.is_cancelled() && interrupted();
@@ -283,9 +297,7 @@ impl Runtime {
             control.is_cancelled() || self.engine.is_closed()
         };
         let run = self.run(plan, &control, on_output.as_deref(), Some(&step_stop));
-        let result = self.engine.block_on_here(run, poll, &interrupted, move || give_up.interrupt());
-        self.release(&control);
-        result
+        self.engine.block_on_here(run, poll, &interrupted, move || give_up.interrupt())
     }
 
     /// Starts the run on the engine's runtime; its end pushes `token` to `queue`.
@@ -534,6 +546,15 @@ impl Runtime {
             host.close(Duration::from_secs(2));
         }
         self.sinks.close();
+    }
+}
+
+/// A claimed run, released when dropped.
+struct Claim<'a>(&'a Runtime, &'a Arc<RunControl>);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
     }
 }
 

@@ -158,3 +158,12 @@ fn edge_durations_and_sizes() {
         check_mem_limit(text).unwrap();
     }
 }
+
+proptest! {
+    /// A plugin's answer may carry any text as a time stamp: parsing it never panics.
+    #[test]
+    fn rfc3339_never_panics(text in "\\PC{0,40}", tail in "[0-9+\\-:.Zé]{0,8}") {
+        let _ = dkron_exec_core::execution::parse_rfc3339(&text);
+        let _ = dkron_exec_core::execution::parse_rfc3339(&format!("2024-05-29T16:26:40{tail}"));
+    }
+}

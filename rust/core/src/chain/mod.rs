@@ -3,6 +3,7 @@
 //! and how a failed step is recorded. A job's chain is parsed when the job is loaded
 //! (`plan::JobPlan`) and bound to a runtime's sinks and plugins when it first runs.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -72,11 +73,13 @@ impl Chain {
     }
 
     /// Passes the execution through every step in order; each gets the previous one's result.
-    /// A failed step is recorded as `"<name>: <why>"` in `processor_errors` and the chain goes on
-    /// with the execution as it was before that step.
+    /// A failed step — an error, or a panic — is recorded as `"<name>: <why>"` in
+    /// `processor_errors` and the chain goes on with the execution as it was before that step.
     pub fn run(&self, mut execution: Execution, ctx: &StepContext<'_>) -> Execution {
         for s in &self.steps {
-            match s.step.process(&execution, ctx) {
+            let done = catch_unwind(AssertUnwindSafe(|| s.step.process(&execution, ctx)))
+                .unwrap_or_else(|panic| Err(format!("internal error (please report it): {}", panic_message(&*panic))));
+            match done {
                 Ok(Processed::Sunk { replacement }) => {
                     if !s.forward {
                         execution.output = replacement;
@@ -88,6 +91,11 @@ impl Chain {
         }
         execution
     }
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("(no message)")
 }
 
 /// The step of a processor the job names but nobody provides: every run records it.
@@ -121,6 +129,7 @@ mod tests {
             self.seen.lock().unwrap().push((e.output.clone(), ctx.node_name.to_string()));
             match self.action {
                 "fail" => Err("disk full".into()),
+                "panic" => panic!("a bug"),
                 "upper" => Ok(Processed::Replaced(Execution { output: e.output.to_ascii_uppercase(), ..e.clone() })),
                 _ => Ok(Processed::Sunk { replacement: format!("sunk by {}", self.action).into_bytes() }),
             }
@@ -153,6 +162,15 @@ mod tests {
         assert_eq!(d.seen.lock().unwrap()[0].0, b"HI");
         assert_eq!(out.output, b"sunk by d");
         assert_eq!(out.processor_errors, vec!["broken: disk full", "ghost: processor not found"]);
+    }
+
+    #[test]
+    fn a_panicking_step_costs_only_its_step() {
+        let (bad, after) = (Probe::new("panic"), Probe::new("after"));
+        let chain = Chain { steps: vec![step("bad", true, &bad), step("after", true, &after)] };
+        let out = chain.run(Execution { output: b"kept".to_vec(), ..Default::default() }, &StepContext::new("n"));
+        assert_eq!(after.seen.lock().unwrap()[0].0, b"kept");
+        assert_eq!(out.processor_errors, vec!["bad: internal error (please report it): a bug"]);
     }
 
     #[test]
