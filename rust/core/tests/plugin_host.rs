@@ -1,32 +1,18 @@
 //! The plugin host against real plugin processes: small python3 scripts (standard library only)
 //! that speak docs/PROTOCOL.md, each misbehaving in its own way.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::PLUGIN_PRELUDE as PRELUDE;
 use dkron_exec_core::execution::{make_key, Execution};
 use dkron_exec_core::plugin::host::{HostConfig, PluginHost};
 use dkron_exec_core::plugin::{FailureKind, Kind};
 
-const PRELUDE: &str = r#"#!/usr/bin/env python3
-import json, os, socket, struct, sys, threading, time
-sock = socket.socket(fileno=int(os.environ["DKRON_EXEC_PLUGIN_FD"]))
-rf = sock.makefile("rb")
-lock = threading.Lock()
-def send(h, body=b""):
-    hb = json.dumps(h).encode()
-    with lock:
-        sock.sendall(struct.pack(">II", 4 + len(hb) + len(body), len(hb)) + hb + body)
-def recv():
-    p = rf.read(4)
-    if len(p) < 4: sys.exit(0)
-    (n,) = struct.unpack(">I", p)
-    data = rf.read(n)
-    (hl,) = struct.unpack(">I", data[:4])
-    return json.loads(data[4:4 + hl]), data[4 + hl:]
-"#;
 
 const ECHO: &str = r#"
 assert os.environ["DKRON_PLUGIN_MAGIC_COOKIE"].startswith("b29a7648")

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{map, run_here, runtime, NODE, POLL};
+use common::{map, run_here, runtime, NODE, PLUGIN_PRELUDE, POLL};
 use dkron_exec_core::plan::JobPlan;
 use dkron_exec_core::plugin::Kind;
 use dkron_exec_core::run::{OutputFn, Runtime};
@@ -17,26 +17,8 @@ use dkron_exec_core::run::{OutputFn, Runtime};
 /// Streams `line 0..2` (line 1 on stderr) and `payload: ...` when there is one, then answers
 /// with `done` and the config's `error` / `exit_code`; with `wait` in its config it waits for
 /// the host's cancel instead.
-const LINES_PLUGIN: &str = r#"#!/usr/bin/env python3
-import json, os, socket, struct, sys, threading
-
-channel = socket.socket(fileno=int(os.environ["DKRON_EXEC_PLUGIN_FD"]))
-incoming = channel.makefile("rb")
-sending = threading.Lock()
+const LINES_PLUGIN: &str = r#"
 cancels = {}
-
-def send(header, body=b""):
-    head = json.dumps(header).encode()
-    with sending:
-        channel.sendall(struct.pack(">II", 4 + len(head) + len(body), len(head)) + head + body)
-
-def receive():
-    size = incoming.read(4)
-    if len(size) < 4:
-        sys.exit(0)
-    frame = incoming.read(struct.unpack(">I", size)[0])
-    head_len = struct.unpack(">I", frame[:4])[0]
-    return json.loads(frame[4:4 + head_len]), frame[4 + head_len:]
 
 def execute(header, payload):
     call, config = header["id"], header["config"]
@@ -53,7 +35,7 @@ def execute(header, payload):
 
 send({"type": "hello", "protocol": 1, "plugin_type": "executor", "name": "lines", "max_in_flight": 8})
 while True:
-    header, body = receive()
+    header, body = recv()
     if header["type"] == "execute":
         threading.Thread(target=execute, args=(header, body), daemon=True).start()
     elif header["type"] == "cancel":
@@ -65,7 +47,7 @@ while True:
 fn write_plugin(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("dkron-executor-lines");
-    std::fs::write(&path, LINES_PLUGIN).unwrap();
+    std::fs::write(&path, format!("{PLUGIN_PRELUDE}{LINES_PLUGIN}")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }

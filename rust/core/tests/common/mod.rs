@@ -112,3 +112,23 @@ pub fn read_pids(path: &Path, count: usize) -> Vec<i32> {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The start of a test plugin in python3 (standard library only): the channel on the inherited
+/// fd, `send(header, body)` and `recv() -> (header, body)` over docs/PROTOCOL.md's frames.
+pub const PLUGIN_PRELUDE: &str = r#"#!/usr/bin/env python3
+import json, os, socket, struct, sys, threading, time
+sock = socket.socket(fileno=int(os.environ["DKRON_EXEC_PLUGIN_FD"]))
+rf = sock.makefile("rb")
+lock = threading.Lock()
+def send(h, body=b""):
+    hb = json.dumps(h).encode()
+    with lock:
+        sock.sendall(struct.pack(">II", 4 + len(hb) + len(body), len(hb)) + hb + body)
+def recv():
+    p = rf.read(4)
+    if len(p) < 4: sys.exit(0)
+    (n,) = struct.unpack(">I", p)
+    data = rf.read(n)
+    (hl,) = struct.unpack(">I", data[:4])
+    return json.loads(data[4:4 + hl]), data[4 + hl:]
+"#;
