@@ -10,7 +10,7 @@ from dkron_exec import Execution
 from dkron_exec.execution import datetime_from_ns
 
 # The keys of the shell executor's config; any other field is a top-level field of the job.
-SHELL_CONFIG_KEYS = frozenset({"shell", "env", "cwd", "timeout", "mem_limit", "su", "payload"})
+SHELL_CONFIG_KEYS = frozenset({"shell", "env", "cwd", "timeout", "mem_limit", "su", "payload", "keep_daemons"})
 
 
 def shell_job(
@@ -25,7 +25,7 @@ def shell_job(
 
     ``shell`` is on by default, as the tests write shell snippets; pass ``shell=False`` to run the
     command's words directly. ``fields`` that are shell executor keys (``env``, ``cwd``,
-    ``timeout``, ``mem_limit``, ``su``, ``payload``) go into ``executor_config``; the others
+    ``timeout``, ``mem_limit``, ``su``, ``payload``, ``keep_daemons``) go into ``executor_config``; the others
     (``retries``, ``concurrency``, ...) are fields of the job.
     """
     config: dict[str, Any] = {"command": command, "shell": shell}

@@ -8,6 +8,7 @@
 """
 
 from ._core import __version__
+from .containment import Isolation, isolation
 from .discovery import discover_plugins
 from .errors import (
     ConcurrencyError,
@@ -28,6 +29,7 @@ __all__ = [
     "Execution",
     "Executor",
     "ExecutorClosedError",
+    "Isolation",
     "Job",
     "JobError",
     "PluginError",
@@ -38,4 +40,5 @@ __all__ = [
     "__version__",
     "default_store_path",
     "discover_plugins",
+    "isolation",
 ]

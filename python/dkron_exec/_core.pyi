@@ -60,6 +60,9 @@ def parse_shell_config(
     """The shell executor's config, parsed: (command, shell, env, cwd, timeout in seconds,
     mem_limit, su, payload). Raises JobError naming ``executor_config.<key>``."""
 
+def probe_isolation(cgroups: bool = True) -> dict[str, Any]:
+    """What a new Runtime would get (its cgroup is made and removed at once)."""
+
 def parse_go_duration(text: str) -> int:
     """Go's ``time.ParseDuration``, in nanoseconds; ValueError for anything else."""
 
@@ -110,6 +113,7 @@ class Runtime:
         worker_threads: int = 1,
         plugin_timeout: float | None = ...,  # 30.0
         plugin_start_timeout: float = 10.0,
+        cgroups: bool = True,
     ) -> Runtime: ...
     def register_plugin(self, kind: str, name: str, path: str) -> None: ...
     def run(
@@ -135,6 +139,8 @@ class Runtime:
 
     def cancel(self, job_name: str) -> int: ...
     def in_flight(self) -> int: ...
+    def isolation(self) -> dict[str, Any]:
+        """How the runtime contains its jobs: the fields of ``dkron_exec.Isolation``."""
     def drain_logs(self, timeout: float = 0.0) -> list[tuple[str, str, str]] | None:
         """Plugin output lines (plugin, stream, line); None once closed."""
 

@@ -1,4 +1,5 @@
-"""``dkron-exec``: run a job once, list its stored executions, validate job files."""
+"""``dkron-exec``: run a job once, list its stored executions, validate job files, check how jobs
+are contained on this machine."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import orjson
 
+from .containment import isolation
 from .errors import DkronExecError, JobError
 from .execution import Execution
 from .executor import Executor
@@ -38,11 +40,25 @@ def _print_execution(execution: Execution) -> None:
         out.write(f"error:      {execution.error}\n")
     for err in execution.processor_errors:
         out.write(f"processor:  {err}\n")
+    if execution.cpu_time_us is not None or execution.peak_memory is not None:
+        out.write(f"used:       {_usage(execution)}\n")
     truncated = f", last {len(execution.output)} kept" if execution.output_truncated else ""
     out.write(f"output:     {execution.output_size} bytes{truncated}\n")
     out.write(execution.output_text)
     if execution.output and not execution.output.endswith(b"\n"):
         out.write("\n")
+
+
+def _cpu(e: Execution) -> str:
+    return "-" if e.cpu_time_us is None else f"{e.cpu_time_us / 1e6:.3f}s"
+
+
+def _memory(e: Execution) -> str:
+    return "-" if e.peak_memory is None else f"{e.peak_memory / 2**20:.1f}MiB"
+
+
+def _usage(e: Execution) -> str:
+    return f"cpu {_cpu(e)}, peak memory {_memory(e)}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -69,7 +85,7 @@ def cmd_executions(args: argparse.Namespace) -> int:
     if not executions:
         print(f"no executions stored for job {args.job_name!r}")
         return 0
-    rows = [("KEY", "STARTED", "DURATION", "STATUS", "EXIT", "ATTEMPT", "OUTPUT")]
+    rows = [("KEY", "STARTED", "DURATION", "STATUS", "EXIT", "ATTEMPT", "OUTPUT", "CPU", "PEAK")]
     for e in executions:
         rows.append(
             (
@@ -80,6 +96,8 @@ def cmd_executions(args: argparse.Namespace) -> int:
                 str(e.exit_code) if e.exit_code is not None else "-",
                 str(e.attempt),
                 f"{e.output_size}B",
+                _cpu(e),
+                _memory(e),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -130,6 +148,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    report = isolation(cgroups=not args.no_cgroups)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(report.describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dkron-exec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     plug.add_argument("--plugin-dir", action="append", default=[], help="another folder (repeatable)")
     plug.add_argument("--json", action="store_true")
     plug.set_defaults(func=cmd_plugins)
+
+    doc = sub.add_parser("doctor", help="how jobs are contained here (cgroup or process group) and what it guarantees")
+    doc.add_argument("--no-cgroups", action="store_true", help="what Executor(cgroups=False) gets")
+    doc.add_argument("--json", action="store_true")
+    doc.set_defaults(func=cmd_doctor)
     return parser
 
 

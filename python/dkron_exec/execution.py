@@ -43,6 +43,10 @@ def _core_time(value: Any) -> Any:
     return EPOCH + timedelta(microseconds=value // 1_000)
 
 
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def make_key(started_ns: int, node_name: str) -> str:
     """Dkron's ``Execution.Key()``: ``<StartedAt.UnixNano>-<NodeName>``."""
     return f"{started_ns}-{node_name}"
@@ -55,7 +59,9 @@ class Execution:
     ``output`` holds the tail of stdout and stderr (``output_size`` counts every byte the job
     wrote; ``output_truncated`` says whether some were dropped). When the run failed, ``error``
     says why, and the same line ends ``output``. ``exit_code`` is the process's exit code, or
-    minus the signal that ended it, or None when nothing ran.
+    minus the signal that ended it, or None when nothing ran. ``cpu_time_us`` (microseconds) and
+    ``peak_memory`` (bytes) cover every process the job started; None when unknown (they come
+    from the job's cgroup: see ``dkron_exec.isolation()``).
     """
 
     job_name: str
@@ -73,6 +79,8 @@ class Execution:
     processor_errors: list[str] = field(default_factory=list)
     # Dkron's key has nanosecond precision, which datetime lacks: kept as given.
     key: str = ""
+    cpu_time_us: int | None = None
+    peak_memory: int | None = None
 
     def __post_init__(self) -> None:
         if self.started_at.tzinfo is None:
@@ -126,6 +134,8 @@ class Execution:
             "output_truncated": self.output_truncated,
             "output_size": self.output_size,
             "processor_errors": list(self.processor_errors),
+            "cpu_time_us": self.cpu_time_us,
+            "peak_memory": self.peak_memory,
         }
 
     def to_json(self) -> bytes:
@@ -152,6 +162,8 @@ class Execution:
             output_size=int(d.get("output_size", 0)),
             processor_errors=list(d.get("processor_errors") or []),
             key=d.get("id") or d.get("key") or "",
+            cpu_time_us=_optional_int(d.get("cpu_time_us")),
+            peak_memory=_optional_int(d.get("peak_memory")),
         )
 
     @classmethod
@@ -164,7 +176,7 @@ class Execution:
         order with times as Unix nanoseconds (or datetimes the core took from an execution it was given).
         Skips ``__init__``: the core's values are checked."""
         (job_name, key, started_ns, finished_ns, success, output, node_name, group, attempt, exit_code, error,
-         output_truncated, output_size, processor_errors) = fields  # fmt: skip
+         output_truncated, output_size, processor_errors, cpu_time_us, peak_memory) = fields  # fmt: skip
         execution = object.__new__(cls)
         # One dict in field order, assigned whole: the cheapest way to fill a dataclass instance.
         execution.__dict__ = {
@@ -182,6 +194,8 @@ class Execution:
             "output_size": output_size,
             "processor_errors": processor_errors,
             "key": key,
+            "cpu_time_us": cpu_time_us,
+            "peak_memory": peak_memory,
         }
         return execution
 
@@ -203,6 +217,8 @@ class Execution:
             self.output_truncated,
             self.output_size,
             self.processor_errors,
+            self.cpu_time_us,
+            self.peak_memory,
         )
 
 
@@ -210,5 +226,5 @@ _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Execution))
 # The order of the tuple the Rust core exchanges (see _from_core / _to_core).
 _CORE_FIELDS = (
     "job_name", "key", "started_ns", "finished_ns", "success", "output", "node_name", "group", "attempt",
-    "exit_code", "error", "output_truncated", "output_size", "processor_errors",
+    "exit_code", "error", "output_truncated", "output_size", "processor_errors", "cpu_time_us", "peak_memory",
 )  # fmt: skip

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import _core
 from ._loopwait import LoopWaiters
+from .containment import Isolation
 from .discovery import DiscoveredPlugins, PluginKind, discover_plugins, is_builtin
 from .errors import ExecutorClosedError
 from .execution import Execution
@@ -98,6 +99,11 @@ class Executor:
     the Python executable's folder, then ``plugin_dirs`` (last found wins); a built-in of the same
     name wins over a plugin. ``plugin_timeout`` bounds each plugin processor call and
     ``plugin_start_timeout`` a plugin's start-up, in seconds.
+
+    Nothing a job starts outlives it: each run is contained in a cgroup of its own where the
+    machine allows it (``cgroups=False``, or ``DKRON_EXEC_CGROUP=off``, forces the process-group
+    fallback); ``isolation`` says which mode is in use and what it guarantees. A watchdog process
+    kills the runs in flight if this process dies.
     """
 
     def __init__(
@@ -114,6 +120,7 @@ class Executor:
         spool_dir: str | os.PathLike[str] | None = None,
         plugin_timeout: float | None = 30.0,
         plugin_start_timeout: float = 10.0,
+        cgroups: bool = True,
     ) -> None:
         if isinstance(output_limit, bool) or not isinstance(output_limit, int) or output_limit < 0:
             raise ValueError(f"output_limit must be a non-negative integer, got {output_limit!r}")
@@ -140,6 +147,7 @@ class Executor:
             worker_threads=worker_threads,
             plugin_timeout=plugin_timeout,
             plugin_start_timeout=plugin_start_timeout,
+            cgroups=cgroups,
         )
         self._plugins: Plugins | None = None
         self._lock = threading.Lock()
@@ -229,6 +237,12 @@ class Executor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def isolation(self) -> Isolation:
+        """How this Executor contains its jobs (cgroup or process group) and what that
+        guarantees; ``watchdog_pid`` once a run has started the watchdog."""
+        return Isolation._from_core(self._runtime.isolation())
 
     @property
     def plugins(self) -> Plugins:

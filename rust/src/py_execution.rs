@@ -71,6 +71,8 @@ fn build<'py>(
             e.output_truncated.into_pyobject(py)?.to_owned().into_any(),
             e.output_size.into_pyobject(py)?.into_any(),
             e.processor_errors.clone().into_pyobject(py)?.into_any(),
+            e.cpu_time_us.into_pyobject(py)?.into_any(),
+            e.peak_memory.into_pyobject(py)?.into_any(),
         ],
     )?;
     from_core.bind(py).call1((fields,))
@@ -96,6 +98,8 @@ pub fn from_py_parts<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Execution, Bound
         output_truncated: t.get_item(11)?.extract()?,
         output_size: t.get_item(12)?.extract()?,
         processor_errors: t.get_item(13)?.extract()?,
+        cpu_time_us: t.get_item(14)?.extract()?,
+        peak_memory: t.get_item(15)?.extract()?,
     };
     Ok((record, t.get_item(5)?))
 }

@@ -17,8 +17,11 @@ use dkron_exec_core::plan::JobPlan as CorePlan;
 use dkron_exec_core::plugin::host::HostConfig;
 use dkron_exec_core::plugin::Kind;
 use dkron_exec_core::run::{OutputFn, Recorder, Refused, RunControl, Runtime as CoreRuntime, Settings};
+use dkron_exec_core::cgroup::Memory;
+use dkron_exec_core::isolation::{Isolation, Report};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use pyo3::sync::PyOnceLock;
 
 use crate::errors::{guard, job_error, ConcurrencyError, ExecutorClosedError};
@@ -158,7 +161,8 @@ pub struct Runtime {
 impl Runtime {
     #[new]
     #[pyo3(signature = (*, node_name, store = None, output_limit = DEFAULT_OUTPUT_LIMIT, pipe_grace = 1.0, spool_dir = None,
-                        retry_backoff = 0.5, worker_threads = 1, plugin_timeout = Some(30.0), plugin_start_timeout = 10.0))]
+                        retry_backoff = 0.5, worker_threads = 1, plugin_timeout = Some(30.0), plugin_start_timeout = 10.0,
+                        cgroups = true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         node_name: String,
@@ -170,6 +174,7 @@ impl Runtime {
         worker_threads: usize,
         plugin_timeout: Option<f64>,
         plugin_start_timeout: f64,
+        cgroups: bool,
     ) -> PyResult<Self> {
         let settings = Settings {
             node_name,
@@ -178,6 +183,7 @@ impl Runtime {
             spool_dir,
             retry_backoff: seconds(Some(retry_backoff), "retry_backoff")?.unwrap_or_default(),
             plugin_timeout: seconds(plugin_timeout, "plugin_timeout")?,
+            cgroups,
         };
         let host_config =
             HostConfig { start_timeout: seconds(Some(plugin_start_timeout), "plugin_start_timeout")?.unwrap_or_default(), ..HostConfig::default() };
@@ -255,6 +261,12 @@ impl Runtime {
         self.inner.in_flight()
     }
 
+    /// How this runtime contains its jobs (see `isolation_dict`).
+    fn isolation<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let iso = self.inner.isolation();
+        isolation_dict(py, &iso.report(), iso.watchdog_pid())
+    }
+
     /// Plugin output lines as (plugin, stream, line); waits up to `timeout`. None once closed.
     #[pyo3(signature = (timeout = 0.0))]
     fn drain_logs(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Vec<LogLine>>> {
@@ -281,6 +293,30 @@ impl Runtime {
         py.detach(|| rt.close(grace));
         Ok(())
     }
+}
+
+/// The isolation report as a dict: mode, cgroup, memory, kill, mem_limit, cpu_time,
+/// peak_memory, fallback_reason, watchdog_pid.
+fn isolation_dict<'py>(py: Python<'py>, r: &Report, watchdog_pid: Option<u32>) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("mode", r.mode)?;
+    d.set_item("cgroup", r.cgroup.as_ref().map(|p| p.display().to_string()))?;
+    d.set_item("memory", r.memory.as_str())?;
+    d.set_item("kill", r.kill())?;
+    d.set_item("mem_limit", r.mem_limit())?;
+    d.set_item("cpu_time", r.cgroup.is_some())?;
+    d.set_item("peak_memory", r.memory != Memory::None)?;
+    d.set_item("fallback_reason", r.fallback_reason.as_deref())?;
+    d.set_item("watchdog_pid", watchdog_pid)?;
+    Ok(d)
+}
+
+/// What a new Executor would get (made and removed at once): the doctor's question.
+#[pyfunction]
+#[pyo3(signature = (cgroups = true))]
+fn probe_isolation(py: Python<'_>, cgroups: bool) -> PyResult<Bound<'_, PyDict>> {
+    let iso = py.detach(|| Isolation::new(cgroups));
+    isolation_dict(py, &iso.report(), None)
 }
 
 /// A run started with `Runtime.start`.
@@ -345,6 +381,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RunHandle>()?;
     m.add_class::<CompletionQueue>()?;
     m.add_function(wrap_pyfunction!(parse_shell_config, m)?)?;
+    m.add_function(wrap_pyfunction!(probe_isolation, m)?)?;
     m.add("DEFAULT_OUTPUT_LIMIT", DEFAULT_OUTPUT_LIMIT)?;
     Ok(())
 }

@@ -29,6 +29,11 @@ pub struct Execution {
     /// Bytes the job wrote in all.
     pub output_size: u64,
     pub processor_errors: Vec<String>,
+    /// CPU time of the whole job (every process it started), in microseconds; None when unknown
+    /// (no cgroup). Not part of the plugin protocol.
+    pub cpu_time_us: Option<u64>,
+    /// Peak memory of the whole job, in bytes; None when unknown (no memory controller).
+    pub peak_memory: Option<u64>,
 }
 
 /// Dkron's `Execution.Key()`.
@@ -127,6 +132,8 @@ impl Execution {
             output_truncated: self.output_truncated,
             output_size: self.output_size,
             processor_errors: self.processor_errors.clone(),
+            cpu_time_us: self.cpu_time_us,
+            peak_memory: self.peak_memory,
         }
     }
 
@@ -406,6 +413,9 @@ mod tests {
             output_truncated: true,
             output_size: 1 << 40,
             processor_errors: vec!["files: nope".into()],
+            // Not in the protocol: a peer's answer leaves them as they were.
+            cpu_time_us: None,
+            peak_memory: None,
         };
         let mut json = Vec::new();
         e.write_protocol_json(&mut json);
@@ -416,6 +426,10 @@ mod tests {
         let mut copy = Execution::default();
         copy.merge_protocol_fields(&e.protocol_fields(), b"out".to_vec()).unwrap();
         assert_eq!(copy, e);
+        let mut measured = Execution { cpu_time_us: Some(5), peak_memory: Some(6), ..Execution::default() };
+        measured.merge_protocol_fields(&e.protocol_fields(), b"out".to_vec()).unwrap();
+        assert_eq!((measured.cpu_time_us, measured.peak_memory), (Some(5), Some(6)));
+        assert!(!e.protocol_fields().contains_key("cpu_time_us"));
         let mut typed = Execution::default();
         let fields: ProtocolFields = serde_json::from_slice(&json_of(&e)).unwrap();
         typed.apply_protocol_fields(fields, b"out".to_vec()).unwrap();

@@ -14,6 +14,8 @@ use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
 
 use crate::capture::TailBuffer;
+use crate::cgroup::Usage;
+use crate::isolation::Containment;
 use crate::spool::{Capture, SpoolSpec};
 use crate::godur::format_go_duration;
 use crate::proctree;
@@ -45,6 +47,10 @@ pub struct JobSpec {
     pub label: String,
     /// Keep the complete output on disk once it outgrows `output_limit`.
     pub spool: Option<SpoolSpec>,
+    /// Leave what the job started running when the job ends on its own (`keep_daemons`).
+    pub keep_daemons: bool,
+    /// The run's cgroup or marker; None: the process group (and descendants) only.
+    pub containment: Option<Arc<Containment>>,
 }
 
 impl JobSpec {
@@ -64,6 +70,8 @@ impl JobSpec {
             mem_poll: Duration::from_millis(250),
             label,
             spool: None,
+            keep_daemons: false,
+            containment: None,
         }
     }
 }
@@ -109,6 +117,8 @@ pub struct Outcome {
     pub spool_complete: bool,
     /// Why spooling failed, if it did (the tail is still kept).
     pub spool_error: Option<String>,
+    /// CPU time and peak memory of the whole job, where its cgroup told them.
+    pub usage: Usage,
 }
 
 impl Outcome {
@@ -166,6 +176,27 @@ pub fn spawn(spec: &JobSpec) -> std::io::Result<Started> {
         .stdout(Stdio::from(write_end.try_clone()?))
         .stderr(Stdio::from(write_end))
         .kill_on_drop(true);
+    if let Some(c) = &spec.containment {
+        if !c.marker.is_empty() {
+            cmd.env(crate::proctree::MARKER_VAR, &c.marker);
+        }
+        let fds = c.procs_fds();
+        if !fds.is_empty() {
+            // SAFETY: between fork and exec only write(2) runs, on fds the parent opened (no
+            // allocation: the Vec was made before the fork). The job enters its cgroup before
+            // its first instruction, so nothing it starts can be outside it.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for fd in &fds {
+                        if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
+    }
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
@@ -176,6 +207,9 @@ pub fn spawn(spec: &JobSpec) -> std::io::Result<Started> {
         cmd.uid(uid);
     }
     let child = cmd.spawn()?;
+    if let (Some(c), Some(pid)) = (&spec.containment, child.id()) {
+        c.started(pid as i32);
+    }
     // The Command (holding our copies of the write end) is dropped here, so EOF on the read end
     // means every process holding the job's output has closed it.
     drop(cmd);
@@ -185,8 +219,33 @@ pub fn spawn(spec: &JobSpec) -> std::io::Result<Started> {
 
 /// An outcome for a job that could not be started.
 pub fn spawn_failure(spec: &JobSpec, err: &std::io::Error, started_ns: u128) -> Outcome {
-    let error = format!("shell: could not start job '{}': {err}", spec.label);
+    let error = format!("shell: could not start job '{}': {}", spec.label, spawn_cause(spec, err));
     bare_outcome(spec.output_limit, error, EndReason::SpawnFailed, None, started_ns)
+}
+
+/// What a failed spawn was about: exec reports a missing cwd as ENOENT, exactly as a missing
+/// program, so the cwd is checked first and named when it is the cause.
+pub fn spawn_cause(spec: &JobSpec, err: &std::io::Error) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(cwd) = &spec.cwd {
+        let shown = cwd.display();
+        match std::fs::metadata(cwd) {
+            Err(e) => return format!("cwd '{shown}': {e}"),
+            Ok(m) if !m.is_dir() => return format!("cwd '{shown}' is not a directory"),
+            Ok(_) => {
+                let path = std::ffi::CString::new(cwd.as_os_str().as_bytes()).unwrap_or_default();
+                // SAFETY: a valid NUL-terminated path; access(2) only reads it.
+                if spec.uid.is_none() && unsafe { libc::access(path.as_ptr(), libc::X_OK) } != 0 {
+                    return format!("cwd '{shown}': {}", std::io::Error::last_os_error());
+                }
+            }
+        }
+    }
+    let program = spec.argv.first().map(String::as_str).unwrap_or_default();
+    match err.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => format!("program '{program}': {err}"),
+        _ => err.to_string(),
+    }
 }
 
 /// An outcome with nothing but an error: the job did not run, or its supervision was lost.
@@ -212,6 +271,7 @@ pub fn bare_outcome(
         spool: None,
         spool_complete: false,
         spool_error: None,
+        usage: Usage::default(),
     }
 }
 
@@ -282,7 +342,12 @@ pub async fn supervise(
     let mut capture = Capture::new(spec.output_limit, spec.spool.clone());
 
     let timeout_at = spec.timeout.map(|t| Instant::now() + t);
-    let mut mem_interval = spec.mem_limit.map(|_| tokio::time::interval(spec.mem_poll));
+    let contain = spec.containment.clone().unwrap_or_else(|| Arc::new(Containment::process_group("", spec.keep_daemons)));
+    // A limit the kernel enforces is still watched (cheaply: one counter) so that one process
+    // killed by the kernel ends the whole job, reported as mem_limit.
+    // That counter is one small file: read it often.
+    let mem_poll = if contain.kernel_limit() { spec.mem_poll.min(Duration::from_millis(50)) } else { spec.mem_poll };
+    let mut mem_interval = spec.mem_limit.map(|_| tokio::time::interval(mem_poll));
     let mut status: Option<ExitStatus> = None;
     let mut reason = EndReason::Exited;
     let mut mem_seen: u64 = 0;
@@ -291,7 +356,7 @@ pub async fn supervise(
 
     let kill = |why: EndReason, reason: &mut EndReason, killed: &mut bool| {
         if !*killed {
-            proctree::kill_job(leader, leader);
+            contain.kill(leader);
             *killed = true;
             *reason = why;
         }
@@ -338,10 +403,16 @@ pub async fn supervise(
                 kill(EndReason::TimedOut, &mut reason, &mut killed);
             }
             _ = tick(mem_interval.as_mut()), if running && !killed => {
-                let used = proctree::job_rss(leader, leader);
-                mem_seen = mem_seen.max(used);
-                if spec.mem_limit.is_some_and(|limit| used > limit) {
-                    kill(EndReason::MemoryLimit, &mut reason, &mut killed);
+                if contain.kernel_limit() {
+                    if contain.oom_killed() {
+                        kill(EndReason::MemoryLimit, &mut reason, &mut killed);
+                    }
+                } else {
+                    let used = contain.rss(leader);
+                    mem_seen = mem_seen.max(used);
+                    if spec.mem_limit.is_some_and(|limit| used > limit) {
+                        kill(EndReason::MemoryLimit, &mut reason, &mut killed);
+                    }
                 }
             }
             _ = &mut cancelled, if running && !killed => {
@@ -353,9 +424,16 @@ pub async fn supervise(
             _ = at(drain_until) => break,
         }
     }
-    if killed {
-        // Anything forked between the kill and the leader's exit.
+    if killed && contain.cgroup().is_none() {
+        // Anything forked between the kill and the leader's exit (a cgroup has no such gap).
         proctree::kill_job(leader, leader);
+    }
+    // Whatever the job left behind dies now (unless it keeps its daemons), and its cgroup says
+    // what the job used.
+    let usage = contain.finish(leader, killed).await;
+    if usage.oom_killed && !killed {
+        // The kernel enforced the limit before the next check saw it.
+        reason = EndReason::MemoryLimit;
     }
 
     let exit_code = status.map(exit_code_of);
@@ -364,6 +442,11 @@ pub async fn supervise(
             "shell: Job '{}' execution time exceeding defined timeout {}. Job was killed",
             spec.label,
             format_go_duration(spec.timeout.unwrap_or_default())
+        )),
+        EndReason::MemoryLimit if contain.kernel_limit() => Some(format!(
+            "shell: Job '{}' exceeded its memory limit of {} bytes (enforced by the kernel's memory cgroup). Job was killed",
+            spec.label,
+            spec.mem_limit.unwrap_or_default(),
         )),
         EndReason::MemoryLimit => Some(format!(
             "shell: Job '{}' exceeded its memory limit of {} bytes (the process tree used {} bytes). Job was killed",
@@ -392,6 +475,7 @@ pub async fn supervise(
         spool: finished.spool,
         spool_complete: finished.spool_complete,
         spool_error: finished.spool_error,
+        usage,
     }
 }
 

@@ -121,8 +121,68 @@ pub fn kill_job(leader: i32, pgid: i32) {
     }
 }
 
+/// The environment variable that marks every process of a run (fallback mode): a daemon that
+/// left the job's group and tree still carries it, unless it cleared its environment.
+pub const MARKER_VAR: &str = "DKRON_EXEC_RUN";
+
+/// Whether an environment block (`/proc/<pid>/environ`: NUL-separated) holds `MARKER_VAR=value`.
+pub fn environ_has(environ: &[u8], value: &str) -> bool {
+    let wanted = format!("{MARKER_VAR}={value}");
+    environ.split(|&b| b == 0).any(|entry| entry == wanted.as_bytes())
+}
+
+/// The pids whose environment carries the run's marker (never our own).
+pub fn marked(value: &str) -> Vec<i32> {
+    let own_pid = std::process::id() as i32;
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|entry| {
+        let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        // Gone meanwhile, or not ours to read: skip it.
+        let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+        (pid != own_pid && environ_has(&environ, value)).then_some(pid)
+    })
+    .collect()
+}
+
+/// SIGKILLs every process carrying the run's marker, until none is left (a process forked
+/// during a round is found by the next).
+pub fn kill_marked(value: &str) {
+    for _ in 0..5 {
+        let pids = marked(value);
+        let mut alive = 0;
+        for pid in pids {
+            // SAFETY: kill(2) on a pid that carries our run's marker; errors (ESRCH) are fine.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                alive += 1;
+            }
+        }
+        if alive == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Resident memory of these processes, in bytes.
+pub fn rss_of(pids: &[i32]) -> u64 {
+    let pages: u64 = pids
+        .iter()
+        .filter_map(|pid| parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?))
+        .map(|p| p.rss_pages)
+        .sum();
+    pages * page_size()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_marker_is_a_whole_entry() {
+        let env = b"A=1\0DKRON_EXEC_RUN=7-1-3\0B=2\0";
+        assert!(environ_has(env, "7-1-3"));
+        assert!(!environ_has(env, "7-1"), "a prefix of the value is another run");
+        assert!(!environ_has(b"X_DKRON_EXEC_RUN=7-1-3\0", "7-1-3"));
+    }
+
     use super::*;
 
     #[test]

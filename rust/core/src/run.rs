@@ -17,6 +17,7 @@ use crate::chain::{Chain, ChainStep, Missing, Processed, Step, StepContext};
 use crate::engine::{CompletionQueue, Engine, Handle};
 use crate::execution::{make_key, Execution};
 use crate::executors::{plugin, ExecutorPlan};
+use crate::isolation::Isolation;
 use crate::job::{self, unix_nanos, EndReason, Outcome};
 use crate::plan::{JobPlan, StepKind};
 use crate::plugin::host::{HostConfig, PluginHost};
@@ -119,6 +120,8 @@ pub struct Settings {
     pub retry_backoff: Duration,
     /// Bounds each plugin processor call.
     pub plugin_timeout: Option<Duration>,
+    /// Contain each run in a cgroup where the machine allows it (else its process group).
+    pub cgroups: bool,
 }
 
 /// Why a run was refused before it started.
@@ -177,6 +180,7 @@ pub struct Runtime {
     sinks: Sinks,
     log_host: Arc<dyn log::Host>,
     runs: Mutex<HashMap<String, Vec<Arc<RunControl>>>>,
+    isolation: Arc<Isolation>,
 }
 
 /// Dkron's backoff before attempt `attempt + 1`: `(log2(elapsed / base) + attempt) * base`, with
@@ -199,7 +203,9 @@ impl Runtime {
     ) -> std::io::Result<Self> {
         let engine = Engine::new(worker_threads)?;
         let batch = recorder.clone().and_then(|r| BatchWriter::start(&engine, r));
+        let isolation = Arc::new(Isolation::new(settings.cgroups));
         Ok(Self {
+            isolation,
             engine,
             batch,
             plugins: Mutex::default(),
@@ -215,6 +221,11 @@ impl Runtime {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// How this runtime contains its jobs (cgroup or process group), and the watchdog.
+    pub fn isolation(&self) -> &Arc<Isolation> {
+        &self.isolation
     }
 
     /// Makes a plugin file known under its kind and name (a later one replaces it).
@@ -389,6 +400,7 @@ impl Runtime {
                 spec.pipe_grace = s.pipe_grace;
                 let limit = plan.spool_limit();
                 spec.spool = s.spool_dir.clone().filter(|_| limit > 0).map(|dir| SpoolSpec { dir, limit });
+                spec.containment = Some(Arc::new(self.isolation.contain(spec.keep_daemons, spec.mem_limit)));
                 match job::spawn(&spec) {
                     Err(err) => job::spawn_failure(&spec, &err, started_ns),
                     Ok(started) => job::supervise(started, spec, started_ns, control.stop.clone(), shutdown).await,
@@ -438,6 +450,8 @@ impl Runtime {
             output_truncated: o.truncated,
             output_size: o.output_total,
             processor_errors: o.spool_error.map(|e| vec![format!("spool: {e}")]).unwrap_or_default(),
+            cpu_time_us: o.usage.cpu_time_us,
+            peak_memory: o.usage.peak_memory,
         }
     }
 
@@ -542,6 +556,8 @@ impl Runtime {
     /// then stops the plugins and closes the syslog connections. Idempotent.
     pub fn close(&self, grace: Duration) {
         self.engine.shutdown(grace);
+        // After the runs: what a dropped run left in the Executor's cgroup dies here.
+        self.isolation.close();
         if let Some(host) = self.plugins() {
             host.close(Duration::from_secs(2));
         }

@@ -49,6 +49,8 @@ fn every_field_round_trips() {
         output_truncated: true,
         output_size: 1 << 40,
         processor_errors: vec!["files: \"nope\"".into(), "ünïcode\n".into()],
+        cpu_time_us: Some(1_234_567),
+        peak_memory: Some(3 << 30),
     };
     // Nothing optional set, and a key that is not Dkron's: the record's start orders it.
     let bare = Execution {
@@ -291,4 +293,34 @@ fn a_bad_execution_fails_alone() {
     assert!(store.list("a", None).unwrap().is_empty());
     store.put(&make("a", 3)).unwrap();
     assert_eq!(outputs(&store.list("a", None).unwrap()), ["out 3"]);
+}
+
+#[test]
+fn a_file_from_before_the_usage_columns_opens_and_gains_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        // The first schema, without cpu_time_us and peak_memory, with one row.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE executions (job_name TEXT NOT NULL, key TEXT NOT NULL, started_ns INTEGER NOT NULL, \
+             finished_ns INTEGER, success INTEGER NOT NULL, exit_code INTEGER, error TEXT, node_name TEXT NOT NULL, \
+             grp INTEGER NOT NULL, attempt INTEGER NOT NULL, output BLOB NOT NULL, output_truncated INTEGER NOT NULL, \
+             output_size INTEGER NOT NULL, processor_errors TEXT NOT NULL, PRIMARY KEY (job_name, key))",
+        )
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO executions VALUES ('old', '5-n', 5, 6, 1, 0, NULL, 'n', 5, 1, x'6869', 0, 2, '[]')",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(path.to_str().unwrap(), 10).unwrap();
+    let old = store.get("old", "5-n").unwrap().unwrap();
+    assert_eq!((old.output.as_slice(), old.cpu_time_us, old.peak_memory), (&b"hi"[..], None, None));
+    let new = Execution { key: "7-n".into(), started_ns: 7, cpu_time_us: Some(12), peak_memory: Some(34), ..old };
+    store.put(&new).unwrap();
+    assert_eq!(store.get("old", "7-n").unwrap(), Some(new));
+    // A second opening (another process) finds the columns there already.
+    drop(store);
+    SqliteStore::open(path.to_str().unwrap(), 10).unwrap();
 }

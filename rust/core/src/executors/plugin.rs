@@ -184,6 +184,7 @@ impl PluginExecutor {
             None => capture.contents(),
         };
         Outcome {
+            usage: Default::default(),
             pid,
             exit_code,
             truncated: capture.truncated(),

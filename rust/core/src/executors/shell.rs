@@ -31,6 +31,9 @@ pub struct ShellConfig {
     pub su: Option<(String, Option<String>)>,
     /// Written to the command's stdin; None when unset or empty.
     pub payload: Option<Vec<u8>>,
+    /// Leave the processes the job started running when it ends on its own (a job that starts
+    /// a daemon); by default everything it started dies with it.
+    pub keep_daemons: bool,
 }
 
 /// Go's `base64.StdEncoding`: padding required, bits after the last full byte ignored.
@@ -42,7 +45,8 @@ const GO_STD_BASE64: GeneralPurpose = GeneralPurpose::new(
 );
 
 impl ShellConfig {
-    pub const KEYS: [&'static str; 8] = ["command", "shell", "env", "cwd", "timeout", "mem_limit", "su", "payload"];
+    pub const KEYS: [&'static str; 9] =
+        ["command", "shell", "env", "cwd", "timeout", "mem_limit", "su", "payload", "keep_daemons"];
 
     /// The shell executor's executor_config; errors name `executor_config.<key>` (the prefix of
     /// `config`). Unknown keys are kept, as Dkron ignores them; an empty value is unset.
@@ -54,6 +58,10 @@ impl ShellConfig {
         let shell = match config.non_empty("shell") {
             None => false,
             Some(_) => config.bool("shell", false)?,
+        };
+        let keep_daemons = match config.non_empty("keep_daemons") {
+            None => false,
+            Some(_) => config.bool("keep_daemons", false)?,
         };
         let timeout = config.duration("timeout")?;
         let mem_limit = config.size("mem_limit")?;
@@ -81,6 +89,7 @@ impl ShellConfig {
             mem_limit,
             su,
             payload,
+            keep_daemons,
         })
     }
 
@@ -108,6 +117,7 @@ impl ShellConfig {
         spec.mem_limit = self.mem_limit;
         spec.uid = uid;
         spec.gid = gid;
+        spec.keep_daemons = self.keep_daemons;
         spec.label = self.command.clone();
         Ok(spec)
     }
@@ -163,6 +173,7 @@ mod tests {
             mem_limit: None,
             su: None,
             payload: None,
+            keep_daemons: false,
         }
     }
 
@@ -214,6 +225,11 @@ mod tests {
         assert_eq!((cfg.timeout, cfg.mem_limit), (Some(Duration::from_secs(90)), Some(1024)));
         assert_eq!(cfg.su, Some(("nobody".to_string(), Some("nogroup".to_string()))));
         assert_eq!(cfg.payload.as_deref(), Some(&b"hello\n"[..]));
+        assert!(!cfg.keep_daemons);
+        assert!(parse(&[("keep_daemons", "true")]).unwrap().keep_daemons);
+        assert!(parse(&[("keep_daemons", "true")]).unwrap().to_spec("j").unwrap().keep_daemons);
+        let err = parse(&[("keep_daemons", "sometimes")]).unwrap_err();
+        assert_eq!((err.field.as_str(), err.value.as_str()), ("executor_config.keep_daemons", "sometimes"));
     }
 
     #[test]

@@ -27,17 +27,21 @@ CREATE TABLE IF NOT EXISTS executions (
 CREATE INDEX IF NOT EXISTS executions_by_start ON executions (job_name, started_ns);
 ";
 
+/// Columns added since the first schema, each `(name, type)`: added to older files when they
+/// are opened, so a file written before them stays readable (their rows read as NULL).
+pub const ADDED_COLUMNS: [(&str, &str); 2] = [("cpu_time_us", "INTEGER"), ("peak_memory", "INTEGER")];
+
 macro_rules! columns {
     () => {
         "job_name, key, started_ns, finished_ns, success, exit_code, error, node_name, grp, attempt, \
-         output, output_truncated, output_size, processor_errors"
+         output, output_truncated, output_size, processor_errors, cpu_time_us, peak_memory"
     };
 }
 
 pub const INSERT: &str = concat!(
     "INSERT OR REPLACE INTO executions (",
     columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
 );
 
 /// Keeps the newest `?2 + 1` rows of job `?1`.
@@ -65,8 +69,10 @@ pub fn started_ns_of(e: &Execution) -> i64 {
 
 pub fn insert(statement: &mut Statement<'_>, e: &Execution) -> rusqlite::Result<()> {
     let processor_errors = serde_json::to_string(&e.processor_errors).expect("a list of strings is JSON");
-    let output_size =
-        i64::try_from(e.output_size).map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+    let as_i64 = |n: u64| i64::try_from(n).map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)));
+    let output_size = as_i64(e.output_size)?;
+    let cpu_time_us = e.cpu_time_us.map(as_i64).transpose()?;
+    let peak_memory = e.peak_memory.map(as_i64).transpose()?;
     statement.execute(params![
         e.job_name,
         e.key,
@@ -82,6 +88,8 @@ pub fn insert(statement: &mut Statement<'_>, e: &Execution) -> rusqlite::Result<
         e.output_truncated,
         output_size,
         processor_errors,
+        cpu_time_us,
+        peak_memory,
     ])?;
     Ok(())
 }
@@ -102,6 +110,8 @@ pub fn execution_from_row(row: &Row<'_>) -> rusqlite::Result<Execution> {
         output_truncated: row.get(11)?,
         output_size: unsigned(row, 12)?,
         processor_errors: json_strings(row, 13)?,
+        cpu_time_us: optional_unsigned(row, 14)?,
+        peak_memory: optional_unsigned(row, 15)?,
     })
 }
 
@@ -117,6 +127,34 @@ fn bytes(row: &Row<'_>, index: usize) -> rusqlite::Result<Vec<u8>> {
 fn unsigned(row: &Row<'_>, index: usize) -> rusqlite::Result<u64> {
     let value: i64 = row.get(index)?;
     u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(index, value))
+}
+
+fn optional_unsigned(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<u64>> {
+    let value: Option<i64> = row.get(index)?;
+    value.map(|v| u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(index, v))).transpose()
+}
+
+/// Adds the columns an older file lacks. Two processes may race to add one: the loser's
+/// "duplicate column" is the winner's success.
+pub fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let mut have = Vec::new();
+    {
+        let mut statement = conn.prepare("PRAGMA table_info(executions)")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            have.push(row.get::<_, String>(1)?);
+        }
+    }
+    for (name, kind) in ADDED_COLUMNS {
+        if have.iter().any(|h| h == name) {
+            continue;
+        }
+        match conn.execute_batch(&format!("ALTER TABLE executions ADD COLUMN {name} {kind}")) {
+            Err(e) if e.to_string().contains("duplicate column") => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 fn json_strings(row: &Row<'_>, index: usize) -> rusqlite::Result<Vec<String>> {

@@ -193,6 +193,7 @@ impl SqliteStore {
 fn open_memory() -> Result<Connection, String> {
     let conn = connect(MEMORY).map_err(|e| e.to_string())?;
     conn.execute_batch(rows::SCHEMA).map_err(|e| e.to_string())?;
+    rows::migrate(&conn).map_err(|e| e.to_string())?;
     Ok(conn)
 }
 
@@ -205,6 +206,7 @@ fn open_file(path: &str) -> Result<Connection, String> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         use_wal(&conn)?;
         conn.execute_batch(rows::SCHEMA)?;
+        rows::migrate(&conn)?;
         Ok(conn)
     };
     set_up().map_err(|e| {

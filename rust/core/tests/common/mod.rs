@@ -27,6 +27,7 @@ pub fn settings() -> Settings {
         spool_dir: None,
         retry_backoff: Duration::from_millis(10),
         plugin_timeout: Some(Duration::from_secs(10)),
+        cgroups: true,
     }
 }
 
