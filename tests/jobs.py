@@ -10,7 +10,9 @@ from dkron_exec import Execution
 from dkron_exec.execution import datetime_from_ns
 
 # The keys of the shell executor's config; any other field is a top-level field of the job.
-SHELL_CONFIG_KEYS = frozenset({"shell", "env", "cwd", "timeout", "mem_limit", "su", "payload", "keep_daemons"})
+SHELL_CONFIG_KEYS = frozenset(
+    {"shell", "env", "cwd", "timeout", "mem_limit", "su", "payload", "keep_daemons"}
+)
 
 
 def shell_job(

@@ -27,6 +27,7 @@ __all__ = [
     "log_block",
     "parse_go_duration",
     "parse_shell_config",
+    "probe_isolation",
     "prune_log_files",
     "syslog_check_config",
     "write_log_block",

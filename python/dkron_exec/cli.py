@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     plug.add_argument("--json", action="store_true")
     plug.set_defaults(func=cmd_plugins)
 
-    doc = sub.add_parser("doctor", help="how jobs are contained here (cgroup or process group) and what it guarantees")
+    doc = sub.add_parser("doctor", help="how jobs are contained here (cgroup or process group)")
     doc.add_argument("--no-cgroups", action="store_true", help="what Executor(cgroups=False) gets")
     doc.add_argument("--json", action="store_true")
     doc.set_defaults(func=cmd_doctor)

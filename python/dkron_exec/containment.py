@@ -37,6 +37,7 @@ class Isolation:
 
     def describe(self) -> str:
         """The doctor's lines."""
+        memory = "no" if self.memory == "none" else self.memory
         lines = [f"mode:         {self.mode}"]
         if self.cgroup:
             lines.append(f"cgroup:       {self.cgroup} (one per Executor, one per run under it)")
@@ -44,7 +45,7 @@ class Isolation:
             lines.append(f"why not cgroup: {self.fallback_reason}")
         lines += [
             f"kill:         {self.kill}",
-            f"memory:       {'no' if self.memory == 'none' else self.memory} memory controller; mem_limit {self.mem_limit}",
+            f"memory:       {memory} memory controller; mem_limit {self.mem_limit}",
             f"cpu time:     {'reported (cpu_time_us)' if self.cpu_time else 'not reported'}",
             f"peak memory:  {'reported (peak_memory)' if self.peak_memory else 'not reported'}",
             "host death:   a watchdog process kills the runs in flight when the host dies",

@@ -260,8 +260,12 @@ impl Containment {
         self.cgroup.as_ref().is_some_and(|c| c.limited)
     }
 
-    /// Called once the job runs: the watchdog learns its process group.
+    /// Called once the job runs: the watchdog learns its process group (a cgroup needs no
+    /// telling: the watchdog kills the Executor's whole cgroup).
     pub fn started(&self, pgid: i32) {
+        if self.cgroup.is_some() {
+            return;
+        }
         *self.pgid.lock().unwrap() = Some(pgid);
         if let Some(w) = self.watchdog.as_ref().and_then(|i| i.watchdog()) {
             w.watch(pgid);
@@ -303,7 +307,7 @@ impl Containment {
         let keep = self.keep_daemons && !killed;
         let usage = match &self.cgroup {
             Some(c) => {
-                if !keep {
+                if !keep && c.populated() {
                     c.kill();
                     let deadline = tokio::time::Instant::now() + cgroup::EMPTY_WAIT;
                     while c.populated() && tokio::time::Instant::now() < deadline {
@@ -318,8 +322,16 @@ impl Containment {
                 usage
             }
             None => {
-                if !keep {
+                if killed {
                     self.kill(leader);
+                } else if !keep {
+                    // The leader is reaped: its descendants are orphans now, so the group and
+                    // the marker are what is left to find them by.
+                    // SAFETY: kill(2) of the job's process group; ESRCH (empty) is fine.
+                    unsafe { libc::kill(-leader, libc::SIGKILL) };
+                    if !self.marker.is_empty() {
+                        proctree::kill_marked(&self.marker);
+                    }
                 }
                 Usage::default()
             }

@@ -3,13 +3,12 @@
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
 
@@ -133,7 +132,9 @@ pub fn unix_nanos() -> u128 {
 
 /// A started job: its leader, and the read end of the one pipe its stdout and stderr share.
 pub struct Started {
-    pub child: Child,
+    pub child: crate::spawn::Child,
+    /// The job's stdin, when it has a payload.
+    pub stdin: Option<pipe::Sender>,
     pub output: pipe::Receiver,
 }
 
@@ -157,64 +158,64 @@ fn output_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Starts the job's leader. Must run inside a tokio runtime context (the child is registered
-/// with the runtime's reaper).
+/// Starts the job's leader (`spawn.rs`: in its own process group, in its run's cgroup if it has
+/// one, before its first instruction). Must run inside a tokio runtime context.
 pub fn spawn(spec: &JobSpec) -> std::io::Result<Started> {
-    let (program, args) = spec
+    let (program, _) = spec
         .argv
         .split_first()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
     // stdout and stderr share one pipe, as they share Dkron's buffer: the output keeps the order
     // in which the job wrote it, and each run costs one pipe fewer.
     let (read_end, write_end) = output_pipe()?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        // Its own group, so that one kill(-pgid) reaches every process it starts.
-        .process_group(0)
-        .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::from(write_end.try_clone()?))
-        .stderr(Stdio::from(write_end))
-        .kill_on_drop(true);
+    let (stdin_child, stdin) = match spec.stdin {
+        Some(_) => {
+            let (r, w) = stdin_pipe()?;
+            (Some(r), Some(pipe::Sender::from_owned_fd_unchecked(w)?))
+        }
+        None => (None, None),
+    };
+    let mut env = spec.env.clone();
+    let mut cgroup_procs = Vec::new();
     if let Some(c) = &spec.containment {
         if !c.marker.is_empty() {
-            cmd.env(crate::proctree::MARKER_VAR, &c.marker);
+            env.push((crate::proctree::MARKER_VAR.to_string(), c.marker.clone()));
         }
-        let fds = c.procs_fds();
-        if !fds.is_empty() {
-            // SAFETY: between fork and exec only write(2) runs, on fds the parent opened (no
-            // allocation: the Vec was made before the fork). The job enters its cgroup before
-            // its first instruction, so nothing it starts can be outside it.
-            unsafe {
-                cmd.pre_exec(move || {
-                    for fd in &fds {
-                        if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    }
-                    Ok(())
-                });
-            }
-        }
+        cgroup_procs = c.procs_fds();
     }
-    if let Some(cwd) = &spec.cwd {
-        cmd.current_dir(cwd);
-    }
-    if let Some(gid) = spec.gid {
-        cmd.gid(gid);
-    }
-    if let Some(uid) = spec.uid {
-        cmd.uid(uid);
-    }
-    let child = cmd.spawn()?;
+    let plan = crate::spawn::Plan {
+        program: program.clone(),
+        argv: spec.argv.clone(),
+        env,
+        cwd: spec.cwd.clone(),
+        uid: spec.uid,
+        gid: spec.gid,
+        stdin: stdin_child,
+        output: write_end,
+        cgroup_procs,
+    };
+    // The plan (holding our copy of the write end) is consumed: EOF on the read end means every
+    // process holding the job's output has closed it.
+    let child = crate::spawn::spawn(plan)?;
     if let (Some(c), Some(pid)) = (&spec.containment, child.id()) {
         c.started(pid as i32);
     }
-    // The Command (holding our copies of the write end) is dropped here, so EOF on the read end
-    // means every process holding the job's output has closed it.
-    drop(cmd);
     // The read end is a pipe and non-blocking (output_pipe): no need for tokio to check it again.
-    Ok(Started { child, output: pipe::Receiver::from_owned_fd_unchecked(read_end)? })
+    Ok(Started { child, stdin, output: pipe::Receiver::from_owned_fd_unchecked(read_end)? })
+}
+
+/// The job's stdin: the read end for the job (blocking, as a job expects), the write end ours
+/// (non-blocking, for tokio).
+fn stdin_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid two-element array; on success both fds are ours.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: only our end becomes non-blocking.
+    unsafe { libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK) };
+    // SAFETY: pipe2 succeeded, so these are open fds owned by no one else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// An outcome for a job that could not be started.
@@ -329,12 +330,12 @@ pub async fn supervise(
     cancel: Arc<Notify>,
     shutdown: Arc<Notify>,
 ) -> Outcome {
-    let Started { mut child, output } = started;
+    let Started { mut child, stdin, output } = started;
     let pid = child.id();
     let leader = pid.map(|p| p as i32).unwrap_or(0);
     // The payload is written from the same loop that drains the output, a piece at a time, so a
     // job that reads slowly (or never) cannot block the draining, and no task outlives the job.
-    let mut stdin = child.stdin.take();
+    let mut stdin = stdin;
     let payload = spec.stdin.take().unwrap_or_default();
     let mut written = 0usize;
     let mut output = Some(output);

@@ -21,6 +21,7 @@ pub mod plugin;
 pub mod proctree;
 pub mod run;
 pub mod sinks;
+pub mod spawn;
 pub mod spool;
 pub mod store;
 pub mod watchdog;

@@ -131,15 +131,40 @@ pub fn environ_has(environ: &[u8], value: &str) -> bool {
     environ.split(|&b| b == 0).any(|entry| entry == wanted.as_bytes())
 }
 
+/// Reads a whole /proc file into `buf` (reused: one large read per file instead of the small
+/// probing reads of `fs::read`, which cost a scan of every process dearly).
+fn read_proc_file(path: &str, buf: &mut Vec<u8>) -> Option<()> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).ok()?;
+    buf.clear();
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        let len = buf.len();
+        let spare = buf.capacity() - len;
+        buf.resize(len + spare, 0);
+        match file.read(&mut buf[len..]) {
+            Ok(0) => {
+                buf.truncate(len);
+                return Some(());
+            }
+            Ok(n) => buf.truncate(len + n),
+            Err(_) => return None,
+        }
+    }
+}
+
 /// The pids whose environment carries the run's marker (never our own).
 pub fn marked(value: &str) -> Vec<i32> {
     let own_pid = std::process::id() as i32;
     let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    let mut buf = Vec::with_capacity(64 * 1024);
     dir.filter_map(|entry| {
         let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
         // Gone meanwhile, or not ours to read: skip it.
-        let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
-        (pid != own_pid && environ_has(&environ, value)).then_some(pid)
+        read_proc_file(&format!("/proc/{pid}/environ"), &mut buf)?;
+        (pid != own_pid && environ_has(&buf, value)).then_some(pid)
     })
     .collect()
 }
