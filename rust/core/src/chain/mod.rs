@@ -35,6 +35,8 @@ impl<'a> StepContext<'a> {
 
 /// What a step did with the execution.
 #[derive(Debug)]
+// Replaced carries a whole execution, moved once per step: boxing it would allocate per step.
+#[allow(clippy::large_enum_variant)]
 pub enum Processed {
     /// A built-in sink took the output; when the step does not forward, the output the next step
     /// sees becomes `replacement` (Dkron's text: the file's path, `Output in dkron log`, ...).
