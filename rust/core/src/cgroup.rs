@@ -8,6 +8,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The mount point of the hierarchy whose filesystem type is `fstype` (and, for v1, which
@@ -103,7 +104,12 @@ pub struct Parent {
     /// Where a kept daemon goes when its run's cgroup is removed.
     pub own: Own,
     next: AtomicU64,
+    /// Empty run cgroups, ready for the next runs.
+    pool: Mutex<Vec<RunCgroup>>,
 }
+
+/// Run cgroups kept for reuse: as many as runs were in flight at once, up to this.
+const POOL_MAX: usize = 64;
 
 fn write_file(path: &Path, text: &str) -> io::Result<()> {
     fs::OpenOptions::new().write(true).open(path)?.write_all(text.as_bytes())
@@ -145,11 +151,24 @@ impl Parent {
                 _ => (Memory::None, None),
             }
         };
-        Ok(Parent { dir, memory_v1, memory, own: own.clone(), next: AtomicU64::new(1) })
+        Ok(Parent { dir, memory_v1, memory, own: own.clone(), next: AtomicU64::new(1), pool: Mutex::new(Vec::new()) })
     }
 
-    /// A cgroup for one run, with `mem_limit` set where the kernel can enforce it.
+    /// A cgroup for one run, with `mem_limit` set where the kernel can enforce it: an empty one
+    /// a finished run gave back (no mkdir, no rmdir: half the cost of a short job's cgroup), or a
+    /// new one.
     pub fn child(&self, mem_limit: Option<u64>) -> io::Result<RunCgroup> {
+        let pooled = self.pool.lock().unwrap().pop();
+        let mut run = match pooled {
+            Some(run) => run,
+            None => self.new_child()?,
+        };
+        run.set_limit(mem_limit);
+        run.start();
+        Ok(run)
+    }
+
+    fn new_child(&self) -> io::Result<RunCgroup> {
         let name = format!("run-{}", self.next.fetch_add(1, Ordering::Relaxed));
         let dir = self.dir.join(&name);
         fs::create_dir(&dir)?;
@@ -159,38 +178,44 @@ impl Parent {
             memory_v1_procs: None,
             memory: self.memory,
             limited: false,
+            limit: None,
+            cpu_start: 0,
+            oom_start: 0,
             own: self.own.clone(),
             dir,
         };
         run.procs = Some(open_procs(&run.dir)?);
         if let Some(parent_v1) = &self.memory_v1 {
             let m = parent_v1.join(&name);
-            fs::create_dir(&m)?;
+            if let Err(e) = fs::create_dir(&m) {
+                let _ = run.remove();
+                return Err(e);
+            }
             run.memory_v1 = Some(m.clone());
             run.memory_v1_procs = Some(open_procs(&m)?);
         }
-        if let Some(limit) = mem_limit {
-            run.limited = match (self.memory, &run.memory_v1) {
-                (Memory::V2, _) => {
-                    // The whole job is OOM-killed as one (not only its largest process).
-                    let _ = write_file(&run.dir.join("memory.oom.group"), "1");
-                    let _ = write_file(&run.dir.join("memory.swap.max"), "0");
-                    write_file(&run.dir.join("memory.max"), &limit.to_string()).is_ok()
-                }
-                (Memory::V1, Some(m)) => {
-                    let ok = write_file(&m.join("memory.limit_in_bytes"), &limit.to_string()).is_ok();
-                    // No swapping past the limit either (absent without swap accounting).
-                    let _ = write_file(&m.join("memory.memsw.limit_in_bytes"), &limit.to_string());
-                    // v1 has no oom.group: instead of killing one process (the job's shell
-                    // would go on), the kernel pauses the job at its limit (`under_oom`), and
-                    // the run kills all of it.
-                    let _ = write_file(&m.join("memory.oom_control"), "1");
-                    ok
-                }
-                _ => false,
-            };
-        }
         Ok(run)
+    }
+
+    /// Takes back a finished run's cgroup for the next run, if it is empty and can be reset;
+    /// else removes it.
+    pub fn recycle(&self, run: RunCgroup) {
+        // v2's memory.peak cannot be reset for every reader: such cgroups are not reused.
+        if run.memory != Memory::V2 && !run.populated() {
+            let mut pool = self.pool.lock().unwrap();
+            if pool.len() < POOL_MAX {
+                pool.push(run);
+                return;
+            }
+        }
+        let _ = run.remove();
+    }
+
+    /// Removes the pooled cgroups.
+    pub fn drain_pool(&self) {
+        for run in self.pool.lock().unwrap().drain(..) {
+            let _ = run.remove();
+        }
     }
 
     /// Removes the (empty) cgroups; the runs' own are gone already.
@@ -218,6 +243,11 @@ pub struct RunCgroup {
     memory: Memory,
     /// The kernel enforces the job's `mem_limit`.
     pub limited: bool,
+    /// The limit written to the cgroup (a reused cgroup keeps the last run's until changed).
+    limit: Option<u64>,
+    /// Counters at the start of this run (a reused cgroup keeps counting from earlier runs).
+    cpu_start: u64,
+    oom_start: u64,
     own: Own,
 }
 
@@ -271,14 +301,63 @@ impl RunCgroup {
             .collect()
     }
 
+    fn oom_kills(&self) -> u64 {
+        match (self.memory, &self.memory_v1) {
+            (Memory::V2, _) => read_keyed(&self.dir.join("memory.events"), "oom_kill").unwrap_or(0),
+            (Memory::V1, Some(m)) => read_keyed(&m.join("memory.oom_control"), "oom_kill").unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// The job hit its memory limit: the kernel OOM-killed it (v2, the whole cgroup at once),
     /// or paused it at the limit (v1).
     pub fn out_of_memory(&self) -> bool {
         match (self.memory, &self.memory_v1) {
-            (Memory::V2, _) => read_keyed(&self.dir.join("memory.events"), "oom_kill").unwrap_or(0) > 0,
-            (Memory::V1, Some(m)) => fs::read_to_string(m.join("memory.oom_control"))
-                .is_ok_and(|t| keyed(&t, "under_oom").unwrap_or(0) > 0 || keyed(&t, "oom_kill").unwrap_or(0) > 0),
+            (Memory::V2, _) => self.oom_kills() > self.oom_start,
+            (Memory::V1, Some(m)) => fs::read_to_string(m.join("memory.oom_control")).is_ok_and(|t| {
+                keyed(&t, "under_oom").unwrap_or(0) > 0 || keyed(&t, "oom_kill").unwrap_or(0) > self.oom_start
+            }),
             _ => false,
+        }
+    }
+
+    /// Sets (or lifts) the memory limit, where the kernel can enforce it.
+    fn set_limit(&mut self, mem_limit: Option<u64>) {
+        if mem_limit == self.limit {
+            return;
+        }
+        let text = mem_limit.map_or_else(|| "-1".to_string(), |l| l.to_string());
+        self.limited = match (self.memory, &self.memory_v1) {
+            (Memory::V2, _) => {
+                // The whole job is OOM-killed as one (not only its largest process).
+                let _ = write_file(&self.dir.join("memory.oom.group"), "1");
+                let _ = write_file(&self.dir.join("memory.swap.max"), "0");
+                let max = mem_limit.map_or_else(|| "max".to_string(), |l| l.to_string());
+                write_file(&self.dir.join("memory.max"), &max).is_ok() && mem_limit.is_some()
+            }
+            (Memory::V1, Some(m)) => {
+                // memsw (memory + swap: no swapping past the limit) may never be below the
+                // memory limit: lifted first, set last. Absent without swap accounting.
+                let _ = write_file(&m.join("memory.memsw.limit_in_bytes"), "-1");
+                let ok = write_file(&m.join("memory.limit_in_bytes"), &text).is_ok();
+                let _ = write_file(&m.join("memory.memsw.limit_in_bytes"), &text);
+                // v1 has no oom.group: instead of killing one process (the job's shell would go
+                // on), the kernel pauses the job at its limit (`under_oom`), and the run kills
+                // all of it.
+                let _ = write_file(&m.join("memory.oom_control"), if mem_limit.is_some() { "1" } else { "0" });
+                ok && mem_limit.is_some()
+            }
+            _ => false,
+        };
+        self.limit = mem_limit;
+    }
+
+    /// Takes the counters' values before the job starts, and resets the peak.
+    fn start(&mut self) {
+        self.cpu_start = read_keyed(&self.dir.join("cpu.stat"), "usage_usec").unwrap_or(0);
+        self.oom_start = self.oom_kills();
+        if let Some(m) = &self.memory_v1 {
+            let _ = write_file(&m.join("memory.max_usage_in_bytes"), "0");
         }
     }
 
@@ -290,7 +369,7 @@ impl RunCgroup {
         };
         Usage {
             // Every v2 cgroup has cpu.stat's usage_usec, with or without the cpu controller.
-            cpu_time_us: read_keyed(&self.dir.join("cpu.stat"), "usage_usec"),
+            cpu_time_us: read_keyed(&self.dir.join("cpu.stat"), "usage_usec").map(|u| u.saturating_sub(self.cpu_start)),
             peak_memory,
             oom_killed: self.out_of_memory(),
         }

@@ -145,7 +145,7 @@ impl Isolation {
             marker,
             cgroup,
             keep_daemons,
-            watchdog: Some(self.clone()),
+            isolation: Some(self.clone()),
             pgid: Mutex::new(None),
             finished: AtomicBool::new(false),
         }
@@ -160,6 +160,7 @@ impl Isolation {
         }
         if let Some(p) = &self.parent {
             let _ = std::fs::write(p.dir.join("cgroup.kill"), "1");
+            p.drain_pool();
             remove_runs(p);
             p.remove();
         }
@@ -222,7 +223,8 @@ pub struct Containment {
     pub marker: String,
     cgroup: Option<RunCgroup>,
     pub keep_daemons: bool,
-    watchdog: Option<Arc<Isolation>>,
+    /// The Executor's isolation: its watchdog, and where the cgroup goes back.
+    isolation: Option<Arc<Isolation>>,
     pgid: Mutex<Option<i32>>,
     finished: AtomicBool,
 }
@@ -240,7 +242,7 @@ impl Containment {
             marker: marker.to_string(),
             cgroup: None,
             keep_daemons,
-            watchdog: None,
+            isolation: None,
             pgid: Mutex::new(None),
             finished: AtomicBool::new(false),
         }
@@ -267,7 +269,7 @@ impl Containment {
             return;
         }
         *self.pgid.lock().unwrap() = Some(pgid);
-        if let Some(w) = self.watchdog.as_ref().and_then(|i| i.watchdog()) {
+        if let Some(w) = self.isolation.as_ref().and_then(|i| i.watchdog()) {
             w.watch(pgid);
         }
     }
@@ -318,7 +320,7 @@ impl Containment {
                 if keep {
                     c.release_to_host();
                 }
-                let _ = c.remove();
+                // Removed, or kept for the next run, when the containment is dropped.
                 usage
             }
             None => {
@@ -342,7 +344,7 @@ impl Containment {
 
     fn forget(&self) {
         let pgid = self.pgid.lock().unwrap().take();
-        let watchdog = self.watchdog.as_ref().and_then(|i| i.watchdog.get()).and_then(Option::as_ref);
+        let watchdog = self.isolation.as_ref().and_then(|i| i.watchdog.get()).and_then(Option::as_ref);
         if let (Some(pgid), Some(w)) = (pgid, watchdog) {
             w.forget(pgid);
         }
@@ -350,21 +352,36 @@ impl Containment {
 }
 
 impl Drop for Containment {
-    /// A run dropped unfinished (its task was dropped at shutdown): kill and remove now.
+    /// Gives the run's cgroup back for the next run; a run dropped unfinished (its task was
+    /// dropped at shutdown) is killed first.
     fn drop(&mut self) {
-        if self.finished.swap(true, Ordering::SeqCst) {
-            return;
-        }
+        let unfinished = !self.finished.swap(true, Ordering::SeqCst);
         let pgid = *self.pgid.lock().unwrap();
-        match &self.cgroup {
+        match self.cgroup.take() {
             Some(c) => {
-                c.kill();
-                let deadline = Instant::now() + Duration::from_millis(500);
-                while c.populated() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(1));
+                if unfinished {
+                    c.kill();
+                    let deadline = Instant::now() + Duration::from_millis(500);
+                    while c.populated() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                 }
-                let _ = c.remove();
+                match self.isolation.as_ref() {
+                    Some(iso) => {
+                        let _making = iso.making.lock().unwrap();
+                        match &iso.parent {
+                            Some(p) if !iso.closed.load(Ordering::SeqCst) => p.recycle(c),
+                            _ => {
+                                let _ = c.remove();
+                            }
+                        }
+                    }
+                    None => {
+                        let _ = c.remove();
+                    }
+                }
             }
+            None if !unfinished => {}
             None => {
                 if let Some(pgid) = pgid {
                     proctree::kill_job(pgid, pgid);

@@ -1,6 +1,6 @@
 //! Nothing a job starts outlives its run, in both modes of `isolation`: a daemon that called
 //! `setsid` and left its parent dies at the end of the run, unless the job keeps its daemons;
-//! the cgroup mode reports CPU time; each run's cgroup is gone after the run and the Executor's
+//! the cgroup mode reports CPU time; an empty run cgroup is reused, and every cgroup is gone
 //! after `close`.
 
 mod common;
@@ -93,8 +93,11 @@ fn the_cgroup_mode_reports_cpu_time_and_removes_its_cgroups() {
     let e = run_here(&rt, &sh_plan("burn", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"));
     assert!(e.success);
     assert!(e.cpu_time_us.is_some_and(|us| us > 0), "{:?}", e.cpu_time_us);
+    // A second run reuses the first one's (empty) cgroup, and counts only its own CPU time.
+    let idle = run_here(&rt, &sh_plan("idle", "sleep 0.1"));
+    assert!(idle.cpu_time_us.unwrap() < e.cpu_time_us.unwrap(), "{:?} vs {:?}", idle.cpu_time_us, e.cpu_time_us);
     let runs: Vec<_> = std::fs::read_dir(&parent).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
-    assert!(runs.is_empty(), "a run's cgroup is left: {runs:?}");
+    assert_eq!(runs.len(), 1, "one cgroup, kept for the next run: {runs:?}");
     rt.close(Duration::from_secs(5));
     assert!(!parent.exists(), "the Executor's cgroup is left");
 }
