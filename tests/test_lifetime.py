@@ -21,6 +21,7 @@ from conftest import pid_alive
 from dkron_exec import Executor, SQLiteStore, isolation
 from dkron_exec.cli import main as cli_main
 from jobs import shell_job
+from plugin_support import PROCESSOR, install
 
 CGROUP = isolation()
 needs_cgroup = pytest.mark.skipif(
@@ -181,6 +182,37 @@ def test_a_sigkilled_host_leaves_nothing_running(use_cgroups: bool) -> None:
         assert not left()
 
 
+PLUGIN_HOST = """
+import sys, threading, time
+from dkron_exec import Executor
+ex = Executor(":memory:", plugin_dirs=[sys.argv[1]])
+job = {"name": "p", "command": "true", "processors": {"slow": {"sleep": "300"}}}
+threading.Thread(target=ex.run, args=(job,), daemon=True).start()
+while ex.plugins.pid("processor", "slow") is None:
+    time.sleep(0.01)
+print(ex.plugins.pid("processor", "slow"), flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_sigkilled_host_takes_its_plugins_along(tmp_path: Path) -> None:
+    install(tmp_path, "processor", "slow", PROCESSOR)
+    argv = [sys.executable, "-c", PLUGIN_HOST, str(tmp_path)]
+    host = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert host.stdout is not None
+        plugin = int(host.stdout.readline())
+        assert pid_alive(plugin)
+        host.kill()
+        host.wait()
+        deadline = time.monotonic() + 10
+        while pid_alive(plugin) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not pid_alive(plugin), "the plugin outlived its host"
+    finally:
+        host.kill()
+
+
 def test_the_watchdog_ends_with_the_executor(executor: Executor) -> None:
     executor.run(shell_job("j", "true"))
     pid = executor.isolation.watchdog_pid
@@ -278,6 +310,18 @@ def test_doctor_says_which_mode_and_what_it_guarantees(capsys: pytest.CaptureFix
     assert cli_main(["doctor", "--no-cgroups"]) == 0
     out = capsys.readouterr().out
     assert "mode:         process-group" in out and "clears its environment escapes" in out
+
+
+@needs_cgroup
+def test_the_cli_shows_what_a_run_used(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = tmp_path / "job.json"
+    job.write_text('{"name": "used", "command": "true"}')
+    store = str(tmp_path / "store.db")
+    assert cli_main(["run", str(job), "--store", store]) == 0
+    assert "used:       cpu " in capsys.readouterr().out
+    assert cli_main(["executions", "used", "--store", store]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.split()[-2:] == ["CPU", "PEAK"]
 
 
 def test_the_environment_switch_forces_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:

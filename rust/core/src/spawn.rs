@@ -258,22 +258,28 @@ pub struct Child {
 
 impl Child {
     fn new(pid: i32) -> io::Result<Self> {
-        // SAFETY: pidfd_open on our own child, which cannot be reaped by anyone else meanwhile.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::PIDFD_NONBLOCK) };
-        if fd < 0 {
-            let err = io::Error::last_os_error();
-            // SAFETY: our child; without its pidfd we cannot supervise it.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
+        let watched = (|| {
+            // SAFETY: pidfd_open on our own child, which no one else reaps meanwhile.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::PIDFD_NONBLOCK) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
             }
-            return Err(err);
+            // SAFETY: pidfd_open returned a new fd that is ours.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+            // SAFETY: the OwnedFd is moved into the AsyncFd, which alone owns and closes it.
+            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(io::Error::from)
+        })();
+        match watched {
+            Ok(pidfd) => Ok(Self { pid, pidfd, reaped: false }),
+            Err(err) => {
+                // SAFETY: our child, which we could not supervise: it must not run unwatched.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                Err(err)
+            }
         }
-        // SAFETY: pidfd_open returned a new fd that is ours.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        // SAFETY: the OwnedFd is moved into the AsyncFd, which alone owns and closes it.
-        let pidfd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(io::Error::from)?;
-        Ok(Self { pid, pidfd, reaped: false })
     }
 
     pub fn id(&self) -> Option<u32> {
