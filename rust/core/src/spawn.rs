@@ -230,9 +230,6 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::dup2(raw.stdin, 0) < 0 || libc::dup2(raw.output, 1) < 0 || libc::dup2(raw.output, 2) < 0 {
             return fail(raw);
         }
-        if !raw.cwd.is_null() && libc::chdir(raw.cwd) != 0 {
-            return fail(raw);
-        }
         if raw.drop_groups && libc::setgroups(0, std::ptr::null()) != 0 {
             return fail(raw);
         }
@@ -240,6 +237,10 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             return fail(raw);
         }
         if raw.uid >= 0 && libc::setuid(raw.uid as libc::uid_t) != 0 {
+            return fail(raw);
+        }
+        // As the job's user: a folder that user may not enter is refused.
+        if !raw.cwd.is_null() && libc::chdir(raw.cwd) != 0 {
             return fail(raw);
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &raw.mask, std::ptr::null_mut());
