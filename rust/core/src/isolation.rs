@@ -141,6 +141,8 @@ impl Isolation {
                 _ => None,
             }
         };
+        // Without a cgroup, the daemons are looked for among the pids handed out from here on.
+        let pid_mark = if cgroup.is_none() { proctree::last_pid().map(|p| (p, Instant::now())) } else { None };
         Containment {
             marker,
             cgroup,
@@ -148,6 +150,7 @@ impl Isolation {
             isolation: Some(self.clone()),
             pgid: Mutex::new(None),
             finished: AtomicBool::new(false),
+            pid_mark,
         }
     }
 
@@ -227,6 +230,8 @@ pub struct Containment {
     isolation: Option<Arc<Isolation>>,
     pgid: Mutex<Option<i32>>,
     finished: AtomicBool,
+    /// The last pid handed out before the job started, and when (process-group mode).
+    pid_mark: Option<(i32, Instant)>,
 }
 
 impl std::fmt::Debug for Containment {
@@ -245,6 +250,7 @@ impl Containment {
             isolation: None,
             pgid: Mutex::new(None),
             finished: AtomicBool::new(false),
+            pid_mark: proctree::last_pid().map(|p| (p, Instant::now())),
         }
     }
 
@@ -281,10 +287,16 @@ impl Containment {
             None => {
                 proctree::kill_job(leader, leader);
                 if !self.marker.is_empty() {
-                    proctree::kill_marked(&self.marker);
+                    proctree::kill_marked(&self.marker, self.recent_pid_mark());
                 }
             }
         }
+    }
+
+    /// The pid mark, while the pids handed out since cannot have wrapped around pid_max (a job
+    /// of a second cannot start tens of thousands of processes; a longer one gets a full scan).
+    fn recent_pid_mark(&self) -> Option<i32> {
+        self.pid_mark.filter(|(_, at)| at.elapsed() < Duration::from_secs(1)).map(|(p, _)| p)
     }
 
     /// Resident memory of the whole job, in bytes (for a limit the kernel does not enforce).
@@ -332,7 +344,7 @@ impl Containment {
                     // SAFETY: kill(2) of the job's process group; ESRCH (empty) is fine.
                     unsafe { libc::kill(-leader, libc::SIGKILL) };
                     if !self.marker.is_empty() {
-                        proctree::kill_marked(&self.marker);
+                        proctree::kill_marked(&self.marker, self.recent_pid_mark());
                     }
                 }
                 Usage::default()
@@ -387,7 +399,7 @@ impl Drop for Containment {
                     proctree::kill_job(pgid, pgid);
                 }
                 if !self.marker.is_empty() {
-                    proctree::kill_marked(&self.marker);
+                    proctree::kill_marked(&self.marker, self.recent_pid_mark());
                 }
             }
         }

@@ -155,25 +155,52 @@ fn read_proc_file(path: &str, buf: &mut Vec<u8>) -> Option<()> {
     }
 }
 
-/// The pids whose environment carries the run's marker (never our own).
-pub fn marked(value: &str) -> Vec<i32> {
+/// The pid the kernel handed out last (in our pid namespace).
+pub fn last_pid() -> Option<i32> {
+    fs::read_to_string("/proc/sys/kernel/ns_last_pid").ok()?.trim().parse().ok()
+}
+
+/// The pids handed out after `since` up to `now` (pids are allocated in increasing order,
+/// wrapping at pid_max), when that is a short list: every process started in between has one.
+pub fn pids_since(since: i32, now: i32) -> Option<Vec<i32>> {
+    const SHORT: i32 = 256;
+    if now >= since {
+        return (now - since <= SHORT).then(|| (since + 1..=now).collect());
+    }
+    // Wrapped around: the window is (since, pid_max] and [1, now].
+    let max: i32 = fs::read_to_string("/proc/sys/kernel/pid_max").ok()?.trim().parse().ok()?;
+    ((max - since) + now <= SHORT).then(|| (since + 1..=max).chain(1..=now).collect())
+}
+
+/// The pids whose environment carries the run's marker (never our own), among `candidates`
+/// or else every process.
+pub fn marked(value: &str, candidates: Option<&[i32]>) -> Vec<i32> {
     let own_pid = std::process::id() as i32;
-    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    let all: Vec<i32> = match candidates {
+        Some(pids) => pids.to_vec(),
+        None => {
+            let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+        }
+    };
     let mut buf = Vec::with_capacity(64 * 1024);
-    dir.filter_map(|entry| {
-        let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-        // Gone meanwhile, or not ours to read: skip it.
-        read_proc_file(&format!("/proc/{pid}/environ"), &mut buf)?;
-        (pid != own_pid && environ_has(&buf, value)).then_some(pid)
-    })
-    .collect()
+    all.into_iter()
+        .filter(|&pid| {
+            // Gone meanwhile, or not ours to read: skip it.
+            pid != own_pid
+                && read_proc_file(&format!("/proc/{pid}/environ"), &mut buf).is_some()
+                && environ_has(&buf, value)
+        })
+        .collect()
 }
 
 /// SIGKILLs every process carrying the run's marker, until none is left (a process forked
-/// during a round is found by the next).
-pub fn kill_marked(value: &str) {
+/// during a round is found by the next). `since`: the last pid handed out before the run
+/// started, which narrows the search to the pids handed out since, when they are few.
+pub fn kill_marked(value: &str, since: Option<i32>) {
     for _ in 0..5 {
-        let pids = marked(value);
+        let window = since.zip(last_pid()).and_then(|(since, now)| pids_since(since, now));
+        let pids = marked(value, window.as_deref());
         let mut alive = 0;
         for pid in pids {
             // SAFETY: kill(2) on a pid that carries our run's marker; errors (ESRCH) are fine.
@@ -200,6 +227,19 @@ pub fn rss_of(pids: &[i32]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_pids_handed_out_since_a_mark() {
+        assert_eq!(pids_since(10, 13), Some(vec![11, 12, 13]));
+        assert_eq!(pids_since(10, 10), Some(vec![]));
+        assert_eq!(pids_since(10, 10_000), None, "too many: scan every process");
+        let max: i32 = fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+        assert_eq!(pids_since(max - 1, 2), Some(vec![max, 1, 2]), "wrapped at pid_max");
+        let before = last_pid().unwrap();
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let window = pids_since(before, last_pid().unwrap()).unwrap();
+        assert!(window.contains(&(child.id() as i32)), "{window:?}");
+    }
+
     #[test]
     fn the_marker_is_a_whole_entry() {
         let env = b"A=1\0DKRON_EXEC_RUN=7-1-3\0B=2\0";
