@@ -174,6 +174,7 @@ impl Parent {
         fs::create_dir(&dir)?;
         let mut run = RunCgroup {
             procs: None,
+            files: None,
             memory_v1: None,
             memory_v1_procs: None,
             memory: self.memory,
@@ -194,6 +195,16 @@ impl Parent {
             run.memory_v1 = Some(m.clone());
             run.memory_v1_procs = Some(open_procs(&m)?);
         }
+        let peak = match (self.memory, &run.memory_v1) {
+            (Memory::V2, _) => fs::File::open(run.dir.join("memory.peak")).ok(),
+            (Memory::V1, Some(m)) => fs::OpenOptions::new().read(true).write(true).open(m.join("memory.max_usage_in_bytes")).ok(),
+            _ => None,
+        };
+        run.files = Some(Files {
+            cpu_stat: fs::File::open(run.dir.join("cpu.stat"))?,
+            events: fs::File::open(run.dir.join("cgroup.events"))?,
+            peak,
+        });
         Ok(run)
     }
 
@@ -233,10 +244,28 @@ fn open_procs(dir: &Path) -> io::Result<OwnedFd> {
     Ok(fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?.into())
 }
 
+/// A run cgroup's files read at every run, kept open (each read is then one pread).
+#[derive(Debug)]
+struct Files {
+    cpu_stat: fs::File,
+    events: fs::File,
+    /// v2 `memory.peak`, or v1 `memory.max_usage_in_bytes` (reset by writing 0).
+    peak: Option<fs::File>,
+}
+
+/// A kernfs file's current text: a read at offset 0 makes it anew.
+fn pread_text(file: &fs::File) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 1024];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    String::from_utf8(buf[..n].to_vec()).ok()
+}
+
 /// The cgroup of one run.
 #[derive(Debug)]
 pub struct RunCgroup {
     pub dir: PathBuf,
+    files: Option<Files>,
     pub memory_v1: Option<PathBuf>,
     procs: Option<OwnedFd>,
     memory_v1_procs: Option<OwnedFd>,
@@ -272,10 +301,6 @@ fn read_keyed(path: &Path, key: &str) -> Option<u64> {
     keyed(&fs::read_to_string(path).ok()?, key)
 }
 
-fn read_number(path: &Path) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
 impl RunCgroup {
     /// The fds a job writes "0" to between fork and exec, which moves it into this cgroup before
     /// its first instruction.
@@ -290,7 +315,11 @@ impl RunCgroup {
 
     /// Whether any process is still in the cgroup.
     pub fn populated(&self) -> bool {
-        read_keyed(&self.dir.join("cgroup.events"), "populated").is_none_or(|n| n != 0)
+        self.files.as_ref().and_then(|f| pread_text(&f.events)).and_then(|t| keyed(&t, "populated")).is_none_or(|n| n != 0)
+    }
+
+    fn cpu_usage(&self) -> Option<u64> {
+        self.files.as_ref().and_then(|f| pread_text(&f.cpu_stat)).and_then(|t| keyed(&t, "usage_usec"))
     }
 
     pub fn pids(&self) -> Vec<i32> {
@@ -354,24 +383,22 @@ impl RunCgroup {
 
     /// Takes the counters' values before the job starts, and resets the peak.
     fn start(&mut self) {
-        self.cpu_start = read_keyed(&self.dir.join("cpu.stat"), "usage_usec").unwrap_or(0);
-        self.oom_start = self.oom_kills();
-        if let Some(m) = &self.memory_v1 {
-            let _ = write_file(&m.join("memory.max_usage_in_bytes"), "0");
+        self.cpu_start = self.cpu_usage().unwrap_or(0);
+        // Only a limited job can hit its limit: the counter is read for those alone.
+        self.oom_start = if self.limited { self.oom_kills() } else { 0 };
+        if let (Memory::V1, Some(peak)) = (self.memory, self.files.as_ref().and_then(|f| f.peak.as_ref())) {
+            use std::os::unix::fs::FileExt;
+            let _ = peak.write_at(b"0", 0);
         }
     }
 
     pub fn usage(&self) -> Usage {
-        let peak_memory = match (self.memory, &self.memory_v1) {
-            (Memory::V2, _) => read_number(&self.dir.join("memory.peak")),
-            (Memory::V1, Some(m)) => read_number(&m.join("memory.max_usage_in_bytes")),
-            _ => None,
-        };
+        let peak = self.files.as_ref().and_then(|f| f.peak.as_ref());
         Usage {
             // Every v2 cgroup has cpu.stat's usage_usec, with or without the cpu controller.
-            cpu_time_us: read_keyed(&self.dir.join("cpu.stat"), "usage_usec").map(|u| u.saturating_sub(self.cpu_start)),
-            peak_memory,
-            oom_killed: self.out_of_memory(),
+            cpu_time_us: self.cpu_usage().map(|u| u.saturating_sub(self.cpu_start)),
+            peak_memory: peak.and_then(pread_text).and_then(|t| t.trim().parse().ok()),
+            oom_killed: self.limited && self.out_of_memory(),
         }
     }
 
