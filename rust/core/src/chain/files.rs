@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use super::{Processed, Step, StepContext};
 use crate::config::{Config, Result};
 use crate::execution::Execution;
-use crate::sinks::files::{self, Source, WriteOptions};
+use crate::sinks::files::{self, LogDir, Source, WriteOptions};
 
 pub const KEYS: [&str; 8] = ["log_dir", "per_job_dir", "keep", "full_output", "max_size", "fsync", "forward", "reporting_node"];
 pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
@@ -146,10 +146,13 @@ impl Step for FilesStep {
         };
         let job = c.per_job_dir.then_some(e.job_name.as_str());
         let options = WriteOptions { max_size: c.max_size, fsync: c.fsync };
-        let path = files::write_log(&dir, job, &e.key, source, options).map_err(|err| err.to_string())?;
+        // A bad key is refused before any folder is created for it.
+        files::check_component("execution key", &e.key).map_err(|err| err.to_string())?;
+        let folder = LogDir::open(&dir, job).map_err(|err| err.to_string())?;
+        let path = folder.write(&e.key, source, options).map_err(|err| err.to_string())?;
         if let Some(keep) = c.keep {
             // The file is written: a failed clean-up must not cost the execution its path.
-            let _ = files::prune(path.parent().unwrap_or(&dir), keep);
+            let _ = folder.prune(keep);
         }
         Ok(Processed::Sunk { replacement: path_bytes(&path) })
     }
