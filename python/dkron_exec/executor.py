@@ -97,7 +97,10 @@ class Executor:
     Plugins (``dkron-processor-NAME``, ``dkron-executor-NAME``) are found in ``/etc/dkron/plugins``,
     the Python executable's folder, then ``plugin_dirs`` (last found wins); a built-in of the same
     name wins over a plugin. ``plugin_timeout`` bounds each plugin processor call and
-    ``plugin_start_timeout`` a plugin's start-up, in seconds.
+    ``plugin_start_timeout`` a plugin's start-up (launch to handshake), in seconds. A call waits
+    for a starting plugin within its own deadline: a plugin that has not completed its handshake
+    when a waiting call's ``plugin_timeout`` expires is killed then, and the next call starts a
+    fresh one (so ``plugin_timeout`` must cover a plugin's start-up as well as its answer).
     """
 
     def __init__(

@@ -70,7 +70,7 @@ impl Plugin {
         }
         let stopped = || self.failure(FailureKind::Stopped, "the plugin host is shutting down");
         let (reply, answer) = std::sync::mpsc::channel();
-        self.cmds.send(Cmd::Want { reply }).map_err(|_| stopped())?;
+        self.cmds.send(Cmd::Want { reply, deadline }).map_err(|_| stopped())?;
         loop {
             let slice = deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()).min(SLICE));
             match answer.recv_timeout(slice) {
@@ -79,7 +79,7 @@ impl Plugin {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                let why = format!("call timed out after {:?} (the plugin was not ready)", timeout.unwrap_or_default());
+                let why = format!("call timed out after {:?}: the plugin had not completed its handshake, and is killed", timeout.unwrap_or_default());
                 return Err(self.failure(FailureKind::Timeout, why));
             }
             if interrupted() {

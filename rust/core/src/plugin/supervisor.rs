@@ -35,8 +35,10 @@ pub trait CallSink: Send + Sync {
 pub type ConnReply = std::sync::mpsc::Sender<Result<Arc<Conn>, PluginFailure>>;
 
 pub enum Cmd {
-    /// A caller wants a ready channel: the running one, or a new process.
-    Want { reply: ConnReply },
+    /// A caller wants a ready channel: the running one, or a new process. A process that has
+    /// not completed its handshake by the caller's `deadline` is killed then: a plugin that never
+    /// says hello costs the call that waited for it, not every call until the start timeout.
+    Want { reply: ConnReply, deadline: Option<std::time::Instant> },
     Stop { grace: Duration, done: std::sync::mpsc::Sender<()> },
 }
 
@@ -59,6 +61,7 @@ struct Running {
     generation: u64,
     /// None until the handshake is done.
     conn: Option<Arc<Conn>>,
+    started: Instant,
     start_deadline: Instant,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     stderr_done: Option<oneshot::Receiver<()>>,
@@ -80,6 +83,8 @@ pub struct Supervisor {
     failures: u32,
     retry_at: Option<Instant>,
     waiters: Vec<ConnReply>,
+    /// The earliest deadline of the calls waiting for the current start-up.
+    waiter_deadline: Option<Instant>,
     /// When answers to cancelled calls are due (the plugin is hung if one is still missing).
     cancel_due: Vec<Instant>,
 }
@@ -137,6 +142,7 @@ impl Supervisor {
             failures: 0,
             retry_at: None,
             waiters: Vec::new(),
+            waiter_deadline: None,
             cancel_due: Vec::new(),
         }
     }
@@ -161,7 +167,7 @@ impl Supervisor {
                     let _ = done.send(());
                     return;
                 }
-                Event::Cmd(Some(Cmd::Want { reply })) => self.on_want(reply),
+                Event::Cmd(Some(Cmd::Want { reply, deadline })) => self.on_want(reply, deadline),
                 Event::Report(report) => self.on_report(report).await,
                 Event::Hello((generation, stream, frame)) if generation == self.generation => {
                     self.on_hello(stream, frame).await
@@ -179,17 +185,25 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let handshake = self.proc.as_ref().filter(|p| p.conn.is_none()).map(|p| p.start_deadline);
+        let handshake = self.proc.as_ref().filter(|p| p.conn.is_none()).map(|p| match self.waiter_deadline {
+            Some(d) => d.min(p.start_deadline),
+            None => p.start_deadline,
+        });
         let retry = if self.proc.is_none() && !self.waiters.is_empty() { self.retry_at } else { None };
         [handshake, retry, self.cancel_due.iter().min().copied()].into_iter().flatten().min()
     }
 
-    fn on_want(&mut self, reply: ConnReply) {
+    fn on_want(&mut self, reply: ConnReply, deadline: Option<std::time::Instant>) {
         match self.proc.as_ref().and_then(|p| p.conn.as_ref()) {
             Some(conn) if conn.usable() => {
                 let _ = reply.send(Ok(conn.clone()));
             }
-            _ => self.waiters.push(reply),
+            _ => {
+                self.waiters.push(reply);
+                if let Some(d) = deadline.map(Instant::from_std) {
+                    self.waiter_deadline = Some(self.waiter_deadline.map_or(d, |w| w.min(d)));
+                }
+            }
         }
     }
 
@@ -221,6 +235,12 @@ impl Supervisor {
             if p.conn.is_none() && now >= p.start_deadline {
                 let why = format!("did not complete the handshake within {:?}; killed", self.spec.start_timeout);
                 self.fail_process(FailureKind::Start, why).await;
+                return;
+            }
+            if p.conn.is_none() && self.waiter_deadline.is_some_and(|d| now >= d) {
+                let waited = now.saturating_duration_since(p.started);
+                let why = format!("did not complete the handshake by the deadline of the call waiting for it ({waited:.1?} after start); killed");
+                self.fail_process(FailureKind::Timeout, why).await;
                 return;
             }
         }
@@ -276,6 +296,7 @@ impl Supervisor {
             pid,
             generation,
             conn: None,
+            started: Instant::now(),
             start_deadline: Instant::now() + self.spec.start_timeout,
             stderr_tail: tail,
             stderr_done: Some(done_rx),
@@ -338,6 +359,7 @@ impl Supervisor {
             p.conn = Some(conn.clone());
         }
         *self.published.conn.lock().unwrap() = Some(conn.clone());
+        self.waiter_deadline = None;
         for reply in self.waiters.drain(..) {
             let _ = reply.send(Ok(conn.clone()));
         }
@@ -407,6 +429,7 @@ impl Supervisor {
 
     /// Callers waiting for a process fail with the reason it failed.
     fn fail_waiters(&mut self, failure: &PluginFailure) {
+        self.waiter_deadline = None;
         for reply in self.waiters.drain(..) {
             let _ = reply.send(Err(failure.clone()));
         }
