@@ -1,5 +1,5 @@
 //! The syslog sink: sends an execution's output to a syslog daemon over a unix socket (datagram
-//! or stream), UDP or TCP, as RFC 3164 or RFC 5424 messages.
+//! or stream), UDP, TCP or RELP, as RFC 3164 or RFC 5424 messages.
 //!
 //! One connection is opened on first use and kept for every later execution (Dkron opens one per
 //! execution and never closes it). A failed write drops the connection, opens a new one and
@@ -39,7 +39,8 @@ pub use format::{sd_escape, BOM, SD_ID};
 
 use conn::Conn;
 use format::HeaderInfo;
-use tcp::Peer;
+pub use tcp::Lost;
+use tcp::{Peer, Written};
 
 /// What the sink needs to know about one execution.
 #[derive(Debug, Clone)]
@@ -95,58 +96,6 @@ impl std::error::Error for SendError {
             Self::EarlierLost { lost, .. } => Some(&lost.error),
             Self::NoRoom { .. } => None,
         }
-    }
-}
-
-/// Messages that a stream connection carried before the daemon reset it: TCP cannot tell which
-/// of them the daemon read.
-#[derive(Debug)]
-pub struct Lost {
-    pub error: io::Error,
-    pub messages: usize,
-    /// The keys of the newest executions among them (at most `KEPT_KEYS`), oldest first.
-    pub keys: Vec<String>,
-}
-
-impl fmt::Display for Lost {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the daemon reset the connection ({}): {} message(s) written on it earlier may be lost (executions {})",
-            self.error,
-            self.messages,
-            self.keys.join(", ")
-        )
-    }
-}
-
-/// How many execution keys a lost-connection report names.
-const KEPT_KEYS: usize = 8;
-
-/// What has been written on the current stream connection.
-#[derive(Default)]
-struct Written {
-    messages: usize,
-    keys: std::collections::VecDeque<String>,
-}
-
-impl Written {
-    fn add(&mut self, key: &str, messages: usize) {
-        self.messages += messages;
-        if self.keys.back().map(String::as_str) != Some(key) {
-            if self.keys.len() == KEPT_KEYS {
-                self.keys.pop_front();
-            }
-            self.keys.push_back(key.to_string());
-        }
-    }
-
-    /// What was written, as lost through `error` (None if nothing was); starts afresh.
-    fn lose(&mut self, error: io::Error) -> Option<Lost> {
-        let lost = (self.messages > 0)
-            .then(|| Lost { error, messages: self.messages, keys: self.keys.iter().cloned().collect() });
-        *self = Self::default();
-        lost
     }
 }
 

@@ -93,8 +93,7 @@ pub fn parse_frame(buf: &[u8], limit: usize) -> Result<Option<(Frame, usize)>, F
     pos += 1;
     // DATALEN ends with SP before the data, or directly with the trailer when it is 0.
     let len_start = pos;
-    while let Some(b) = buf.get(pos).filter(|b| b.is_ascii_digit()) {
-        let _ = b;
+    while buf.get(pos).is_some_and(u8::is_ascii_digit) {
         if pos - len_start == 9 {
             return Err(FrameError::TooManyDigits { part: "DATALEN" });
         }

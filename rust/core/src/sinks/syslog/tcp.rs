@@ -12,6 +12,8 @@
 //! next send (or never, if there is none). RELP, where each message is acknowledged, closes
 //! that gap.
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
@@ -94,5 +96,57 @@ pub fn read_ready(sock: &impl AsRawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
                 }
             }
         }
+    }
+}
+
+/// Messages that a stream connection carried before the daemon reset it: TCP cannot tell which
+/// of them the daemon read.
+#[derive(Debug)]
+pub struct Lost {
+    pub error: io::Error,
+    pub messages: usize,
+    /// The keys of the newest executions among them (at most `KEPT_KEYS`), oldest first.
+    pub keys: Vec<String>,
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the daemon dropped the connection ({}): {} message(s) written on it earlier may be lost (executions {})",
+            self.error,
+            self.messages,
+            self.keys.join(", ")
+        )
+    }
+}
+
+/// How many execution keys a lost-connection report names.
+const KEPT_KEYS: usize = 8;
+
+/// What has been written on the current stream connection.
+#[derive(Default)]
+pub struct Written {
+    messages: usize,
+    keys: VecDeque<String>,
+}
+
+impl Written {
+    pub fn add(&mut self, key: &str, messages: usize) {
+        self.messages += messages;
+        if self.keys.back().map(String::as_str) != Some(key) {
+            if self.keys.len() == KEPT_KEYS {
+                self.keys.pop_front();
+            }
+            self.keys.push_back(key.to_string());
+        }
+    }
+
+    /// What was written, as lost through `error` (None if nothing was); starts afresh.
+    pub fn lose(&mut self, error: io::Error) -> Option<Lost> {
+        let lost = (self.messages > 0)
+            .then(|| Lost { error, messages: self.messages, keys: self.keys.iter().cloned().collect() });
+        *self = Self::default();
+        lost
     }
 }
