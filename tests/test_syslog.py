@@ -442,17 +442,21 @@ def test_relp_daemon_stopped_mid_run_and_restarted(executor: Executor, relp_daem
     relp_daemon.start()
     for i in range(8, 13):
         run(i)
+    # Restarted between two executions: the cached session is found closed, and a new one taken.
+    relp_daemon.stop()
+    relp_daemon.start()
+    run(13)
     failed = {i for i, e in enumerate(executions) if e.processor_errors}
     assert failed == {5, 6, 7}, [e.processor_errors for e in executions]
     for i in failed:
         [error] = executions[i].processor_errors
         assert error.startswith(f"syslog: relp:127.0.0.1:{relp_daemon.relp_port}: "), error
         assert executions[i].output == f"{marker}-{i}\n".encode(), "not replaced: it reached no syslog"
-    delivered = [i for i in range(13) if i not in failed]
+    delivered = [i for i in range(14) if i not in failed]
     # One session delivers in order: once a last message is stored, any duplicate would be too.
-    run(13)
-    assert wait_mine(relp_daemon, f"{marker}-13")
-    found = [line for line in relp_daemon.lines() if marker in line.msg and line.msg != f"{marker}-13"]
+    run(14)
+    assert wait_mine(relp_daemon, f"{marker}-14")
+    found = [line for line in relp_daemon.lines() if marker in line.msg and line.msg != f"{marker}-14"]
     assert sorted(line.msg for line in found) == sorted(f"{marker}-{i}" for i in delivered), "exactly once"
 
 

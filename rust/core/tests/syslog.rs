@@ -644,6 +644,26 @@ mod relp_sessions {
     }
 
     #[test]
+    fn no_answer_within_the_timeout_is_sent_again_once_then_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            // Two sessions, each taking the message and never answering it.
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                let (mut conn, mut buf) = accept_open(&listener);
+                assert_eq!(read_frame(&mut conn, &mut buf).unwrap().command, "syslog");
+                held.push(conn); // kept open: silence, not a close
+            }
+            held
+        });
+        let s = sink(&[("transport", "relp"), ("address", &addr), ("timeout", "200ms")]);
+        let err = s.send(&msg(b"unanswered", true)).unwrap_err().to_string();
+        assert!(err.contains("no answer to syslog within 200ms") && err.contains("(0 of 1 messages sent)"), "{err}");
+        assert_eq!(server.join().unwrap().len(), 2, "sent once, and once again on a new session");
+    }
+
+    #[test]
     fn a_server_without_the_syslog_command_is_refused() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
