@@ -94,6 +94,8 @@ pub enum Destination {
     UnixStream(PathBuf),
     Udp(String, u16),
     Tcp(String, u16),
+    /// RELP over TCP: every message acknowledged by the daemon (rsyslog's imrelp).
+    Relp(String, u16),
 }
 
 impl Destination {
@@ -115,6 +117,8 @@ impl fmt::Display for Destination {
             Self::Udp(h, p) => write!(f, "udp:{h}:{p}"),
             Self::Tcp(h, p) if h.contains(':') => write!(f, "tcp:[{h}]:{p}"),
             Self::Tcp(h, p) => write!(f, "tcp:{h}:{p}"),
+            Self::Relp(h, p) if h.contains(':') => write!(f, "relp:[{h}]:{p}"),
+            Self::Relp(h, p) => write!(f, "relp:{h}:{p}"),
         }
     }
 }
@@ -266,22 +270,27 @@ fn parse_destination(config: &Config<'_>) -> Result<Destination> {
         })),
         "unixgram" => Ok(Destination::UnixDatagram(path("unixgram")?)),
         "unix" => Ok(Destination::UnixStream(path("unix")?)),
-        "udp" | "tcp" => {
+        "udp" | "tcp" | "relp" => {
             let Some(a) = address else {
                 return Err(config.error("address", "", format!("host:port is required for transport {transport_name}")));
             };
             let (host, port) = parse_host_port(a).map_err(|why| config.error("address", a, why))?;
-            Ok(if transport_name == "udp" { Destination::Udp(host, port) } else { Destination::Tcp(host, port) })
+            Ok(match transport_name.as_str() {
+                "udp" => Destination::Udp(host, port),
+                "tcp" => Destination::Tcp(host, port),
+                _ => Destination::Relp(host, port),
+            })
         }
         _ => Err(config.error(
             "transport",
             transport.unwrap_or_default(),
-            "must be local, unixgram, unix, udp or tcp",
+            "must be local, unixgram, unix, udp, tcp or relp",
         )),
     }
 }
 
-/// `host`, `host:port`, `[v6]` or `[v6]:port`; the port defaults to 514. Names are resolved
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; the port defaults to 514 (RELP has no
+/// registered port either: rsyslog's examples use 514 or 2514, so it must usually be given). Names are resolved
 /// when connecting, so a DNS change is picked up on reconnect. The error is the reason only.
 pub fn parse_host_port(a: &str) -> std::result::Result<(String, u16), String> {
     let bad = |why: &str| why.to_string();
@@ -320,11 +329,12 @@ fn parse_framing(config: &Config<'_>, destination: &Destination) -> Result<Optio
         Destination::Tcp(..) => Some(Framing::Octet),
         // What Go writes to a stream socket, and what syslog-ng's unix-stream source expects.
         Destination::UnixStream(_) | Destination::Local(_) => Some(Framing::Lf),
-        Destination::UnixDatagram(_) | Destination::Udp(..) => None,
+        // RELP frames each message itself (DATALEN).
+        Destination::UnixDatagram(_) | Destination::Udp(..) | Destination::Relp(..) => None,
     };
     let Some(v) = config.get("framing") else { return Ok(stream_default) };
     if stream_default.is_none() {
-        return Err(config.error("framing", v, "only applies to the tcp, unix and local transports"));
+        return Err(config.error("framing", v, "only applies to the tcp, unix and local transports (relp frames messages itself)"));
     }
     match v.to_ascii_lowercase().as_str() {
         "octet" | "octet-counting" | "octet_counting" => Ok(Some(Framing::Octet)),
@@ -408,6 +418,8 @@ mod tests {
         let c = cfg(&[("transport", "UDP"), ("address", "[::1]")]).unwrap();
         assert_eq!((c.destination, c.framing), (Destination::Udp("::1".into(), 514), None));
         assert_eq!(cfg(&[("transport", "udp"), ("address", "::1")]).unwrap().destination, Destination::Udp("::1".into(), 514));
+        let c = cfg(&[("transport", "relp"), ("address", "localhost:2514")]).unwrap();
+        assert_eq!((c.destination, c.format, c.framing), (Destination::Relp("localhost".into(), 2514), Format::Rfc5424, None));
     }
 
     #[test]
@@ -435,6 +447,8 @@ mod tests {
             (&[("transport", "udp"), ("address", "[::1:514")], "address", "[::1:514"),
             (&[("transport", "unixgram")], "address", ""),
             (&[("transport", "udp"), ("address", "h"), ("framing", "lf")], "framing", "lf"),
+            (&[("transport", "relp"), ("address", "h"), ("framing", "octet")], "framing", "octet"),
+            (&[("transport", "relp")], "address", ""),
             (&[("transport", "tcp"), ("address", "h"), ("framing", "nul")], "framing", "nul"),
             (&[("format", "json")], "format", "json"),
             (&[("tag", "[dkron]")], "tag", "[dkron]"),
