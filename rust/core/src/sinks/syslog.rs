@@ -9,8 +9,9 @@
 //! kernel whether the daemon closed or reset it (`tcp`). A reset of a connection that carried
 //! earlier messages is reported (they may be lost: the execution that finds it records so, naming
 //! them); the current messages are then sent on a new connection, and if that one is closed right
-//! after the write too, the send fails. RELP (`relp`): each message counts only once the daemon
-//! acknowledged it; a message without an answer is sent again on a new connection, once.
+//! after the write too, the send fails. RELP (`relp`, `resend`): each message counts only once the
+//! daemon acknowledged it; a lost session is reconnected until the send's timeout, and a message
+//! still unacknowledged then waits in a bounded queue that goes before the next send.
 //!
 //! Sizes: every message (header included, framing excluded) is at most `max_message` bytes
 //! (default 8,192: rsyslog's default limit, beyond which it would cut the message silently).
@@ -25,20 +26,23 @@ mod config;
 mod conn;
 mod format;
 pub mod relp;
+mod resend;
 mod tcp;
 
 use std::fmt;
 use std::io;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 pub use config::{
     Destination, Format, Framing, Oversize, SyslogConfig, DEFAULT_MAX_MESSAGE, DEFAULT_TAG, FIELD_PREFIX, LOCAL_PATHS,
-    MAX_TIMEOUT, MIN_MAX_MESSAGE,
+    DEFAULT_QUEUE_SIZE, MAX_QUEUE_SIZE, MAX_TIMEOUT, MIN_MAX_MESSAGE,
 };
 pub use format::{sd_escape, BOM, SD_ID};
 
 use conn::Conn;
 use format::HeaderInfo;
+use resend::{Queue, Target};
 pub use tcp::Lost;
 use tcp::{Peer, Written};
 
@@ -62,6 +66,9 @@ pub enum SendError {
     /// This execution's messages were sent (on a new connection), but the connection they were
     /// to reuse had been reset by the daemon with earlier messages on it.
     EarlierLost { destination: String, sent: usize, lost: Lost },
+    /// RELP: this execution's messages were not all acknowledged (`outcome`), or they were but
+    /// other executions' waiting messages were dropped on the way (`notes`).
+    Relp { destination: String, sent: usize, total: usize, outcome: RelpOutcome, notes: Vec<String> },
     /// `max_message` leaves no room for the output next to this execution's header.
     NoRoom { header: usize, max_message: usize },
 }
@@ -81,6 +88,20 @@ impl fmt::Display for SendError {
             Self::EarlierLost { destination, sent, lost } => {
                 write!(f, "{destination}: {lost}; this execution's {sent} message(s) went on a new connection")
             }
+            Self::Relp { destination, sent, total, outcome, notes } => {
+                write!(f, "{destination}: ")?;
+                match outcome {
+                    RelpOutcome::Delivered => write!(f, "this execution's {sent} message(s) were delivered")?,
+                    RelpOutcome::Queued { error, waiting } => {
+                        if *sent > 0 {
+                            write!(f, "{} of {total} messages ", total - sent)?;
+                        }
+                        write!(f, "not delivered yet ({error}); queued for resend ({waiting} waiting)")?
+                    }
+                    RelpOutcome::Refused(error) => write!(f, "{error} ({sent} of {total} messages sent)")?,
+                }
+                notes.iter().try_for_each(|n| write!(f, "; {n}"))
+            }
             Self::NoRoom { header, max_message } => write!(
                 f,
                 "the message header takes {header} of the {max_message} bytes of max_message; nothing sent"
@@ -94,13 +115,31 @@ impl std::error::Error for SendError {
         match self {
             Self::Io { error, .. } => Some(error),
             Self::EarlierLost { lost, .. } => Some(&lost.error),
-            Self::NoRoom { .. } => None,
+            Self::Relp { outcome: RelpOutcome::Queued { error, .. } | RelpOutcome::Refused(error), .. } => Some(error),
+            Self::Relp { .. } | Self::NoRoom { .. } => None,
         }
     }
 }
 
+/// How a RELP send ended for the execution's own messages.
+#[derive(Debug)]
+pub enum RelpOutcome {
+    /// All acknowledged.
+    Delivered,
+    /// Not all acknowledged by the deadline: the rest wait in the resend queue (`waiting`
+    /// messages in all, for this destination).
+    Queued { error: io::Error, waiting: usize },
+    /// The server refused one (an answer other than 200): not resent.
+    Refused(io::Error),
+}
+
+/// How long `close` tries to deliver the RELP resend queue (at most the sink's `timeout`).
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 struct State {
     conn: Option<Conn>,
+    /// RELP: messages not acknowledged yet, resent before the next ones.
+    queue: Queue,
     written: Written,
     /// `max_message`, or less once the kernel refused a datagram of that size.
     budget: usize,
@@ -127,7 +166,7 @@ impl SyslogSink {
             config,
             hostname,
             pid: std::process::id(),
-            state: Mutex::new(State { conn: None, written: Written::default(), budget }),
+            state: Mutex::new(State { conn: None, queue: Queue::default(), written: Written::default(), budget }),
         }
     }
 
@@ -156,12 +195,13 @@ impl SyslogSink {
         });
 
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.conn.is_none() {
+        let relp = matches!(cfg.destination, Destination::Relp(..));
+        // RELP connects in `resend::deliver`, with retries and its queue.
+        if state.conn.is_none() && !relp {
             let conn = Conn::open(&cfg.destination, cfg.timeout).map_err(|e| self.fail(0, 0, e, None))?;
             state.conn = Some(conn);
             state.written = Written::default();
         }
-        let relp = matches!(cfg.destination, Destination::Relp(..));
         let stream = state.conn.as_ref().is_some_and(Conn::is_stream);
         let framing = if stream { cfg.framing.unwrap_or(Framing::Lf) } else { Framing::Octet };
         let units = bodies(msg.output, cfg.per_line || (stream && framing == Framing::Lf));
@@ -173,7 +213,7 @@ impl SyslogSink {
                 messages.extend(self.fit(&format::with_bom(&header, unit, cfg.format), unit, state.budget)?);
             }
             if relp {
-                return self.send_relp(&mut state, &messages);
+                return self.send_relp(&mut state, msg.key, messages);
             }
             let mut buf = Vec::with_capacity(messages.iter().map(|m| m.len() + 8).sum());
             for m in &messages {
@@ -275,49 +315,79 @@ impl SyslogSink {
         }
     }
 
-    /// RELP: each message in turn, each acknowledged before the next. A message whose answer
-    /// does not come (connection lost, closed, timed out) is sent again on a new connection,
-    /// once per execution; a refusal (an answer other than 200) is not retried.
-    fn send_relp(&self, state: &mut State, messages: &[Vec<u8>]) -> Result<usize, SendError> {
+    /// RELP: the waiting messages, then these, each acknowledged before the next (`resend`).
+    /// What is not acknowledged by the deadline joins the queue, and the error says so.
+    fn send_relp(&self, state: &mut State, key: &str, messages: Vec<Vec<u8>>) -> Result<usize, SendError> {
         let total = messages.len();
-        let mut acked = 0;
-        let mut retried = false;
-        while acked < total {
-            if let Some(conn) = state.conn.as_mut() {
-                if !matches!(conn.peer(), Peer::Open) {
-                    state.conn = None; // the server closed the session between two sends
-                }
+        let deadline = Instant::now() + self.config.timeout;
+        let state = &mut *state;
+        let out = resend::deliver(&mut state.conn, &mut state.queue, &messages, &self.relp_target(), deadline);
+        let mut notes = out.notes;
+        let outcome = if let Some(error) = out.refused {
+            RelpOutcome::Refused(error)
+        } else if let Some(error) = out.stopped {
+            let mut dropped = Vec::new();
+            for m in messages.into_iter().skip(out.acked) {
+                dropped.extend(state.queue.push(key, m, self.config.queue_size));
             }
-            let conn = match state.conn.as_mut() {
-                Some(c) => c,
-                None => state.conn.insert(
-                    Conn::open(&self.config.destination, self.config.timeout)
-                        .map_err(|e| self.fail(acked, total, e, None))?,
-                ),
-            };
-            let Conn::Relp(session) = conn else { unreachable!("a RELP destination opens a RELP session") };
-            match session.send(&messages[acked]) {
-                Ok(()) => acked += 1,
-                Err(relp::Failure::Refused(e)) => return Err(self.fail(acked, total, e, None)),
-                Err(relp::Failure::Lost(e)) => {
-                    state.conn = None;
-                    if retried {
-                        return Err(self.fail(acked, total, e, None));
-                    }
-                    retried = true;
-                }
+            if !dropped.is_empty() {
+                notes.push(format!(
+                    "the resend queue is full (queue_size {}): dropped the {} oldest waiting message(s), of execution(s) {}",
+                    self.config.queue_size,
+                    dropped.len(),
+                    resend::executions(&dropped)
+                ));
             }
-        }
-        Ok(total)
+            RelpOutcome::Queued { error, waiting: state.queue.len() }
+        } else if notes.is_empty() {
+            return Ok(total);
+        } else {
+            RelpOutcome::Delivered
+        };
+        let destination = self.config.destination.to_string();
+        Err(SendError::Relp { destination, sent: out.acked, total, outcome, notes })
     }
 
-    /// Drops the connection (the next send opens a new one); a RELP session is closed
-    /// with `close` first.
-    pub fn close(&self) {
-        let conn = self.state.lock().unwrap_or_else(|p| p.into_inner()).conn.take();
-        if let Some(Conn::Relp(session)) = conn {
+    fn relp_target(&self) -> Target<'_> {
+        let Destination::Relp(host, port) = &self.config.destination else { unreachable!("only RELP queues") };
+        Target { host, port: *port, timeout: self.config.timeout }
+    }
+
+    /// Drops the connection (the next send opens a new one); a RELP session is closed with
+    /// `close` first, after trying for a short grace to deliver the messages still waiting.
+    /// Returns what could not be delivered then (those messages are dropped), for the caller
+    /// to log: no execution is left to record it.
+    pub fn close(&self) -> Option<String> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *state;
+        let mut report = None;
+        if !state.queue.is_empty() {
+            let deadline = Instant::now() + self.config.timeout.min(CLOSE_GRACE);
+            let out = resend::deliver(&mut state.conn, &mut state.queue, &[], &self.relp_target(), deadline);
+            let mut text = Vec::new();
+            if !state.queue.is_empty() {
+                let left = state.queue.take_all();
+                let why = out.stopped.map(|e| e.to_string()).unwrap_or_default();
+                text.push(format!(
+                    "{} message(s) not delivered by close ({why}) and dropped, of execution(s) {}",
+                    left.len(),
+                    resend::executions(&left)
+                ));
+            }
+            text.extend(out.notes);
+            if !text.is_empty() {
+                report = Some(format!("{}: {}", self.config.destination, text.join("; ")));
+            }
+        }
+        if let Some(Conn::Relp(session)) = state.conn.take() {
             session.close();
         }
+        report
+    }
+
+    /// RELP: how many messages wait in the resend queue.
+    pub fn waiting(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).queue.len()
     }
 
     /// The current size budget (smaller than `max_message` after an EMSGSIZE).

@@ -19,10 +19,14 @@ pub const UDP_MAX_PAYLOAD: usize = 65_507;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_TAG: &str = "dkron";
+/// RELP: how many unacknowledged messages a destination keeps for resending (each at most
+/// `max_message` bytes, so the memory is bounded by their product: 8 MiB at the defaults).
+pub const DEFAULT_QUEUE_SIZE: usize = 1000;
+pub const MAX_QUEUE_SIZE: usize = 1_000_000;
 const DEFAULT_PORT: u16 = 514;
 
 /// Keys the sink reads; `forward` and `reporting_node` belong to the processor chain.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 14] = [
     "transport",
     "address",
     "format",
@@ -36,6 +40,7 @@ pub const KEYS: [&str; 13] = [
     "max_message",
     "oversize",
     "timeout",
+    "queue_size",
 ];
 /// Where the processor's keys live in a job document: errors name `processors.syslog.<key>`.
 pub const FIELD_PREFIX: &str = "processors.syslog";
@@ -162,6 +167,8 @@ pub struct SyslogConfig {
     pub max_message: usize,
     pub oversize: Oversize,
     pub timeout: Duration,
+    /// RELP only: the bound of the resend queue, in messages.
+    pub queue_size: usize,
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -217,6 +224,7 @@ impl SyslogConfig {
             },
         };
         let timeout = parse_timeout(config)?;
+        let queue_size = parse_queue_size(config, &destination)?;
         Ok(Self {
             destination,
             format,
@@ -230,6 +238,7 @@ impl SyslogConfig {
             max_message,
             oversize,
             timeout,
+            queue_size,
         })
     }
 }
@@ -380,6 +389,17 @@ fn parse_max_message(config: &Config<'_>, destination: &Destination) -> Result<u
     Ok(n)
 }
 
+fn parse_queue_size(config: &Config<'_>, destination: &Destination) -> Result<usize> {
+    let Some(v) = config.get("queue_size") else { return Ok(DEFAULT_QUEUE_SIZE) };
+    if !matches!(destination, Destination::Relp(..)) {
+        return Err(config.error("queue_size", v, "only applies to the relp transport (the others do not know what was lost)"));
+    }
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_QUEUE_SIZE).contains(&n) => Ok(n),
+        _ => Err(config.error("queue_size", v, format!("must be a number of messages from 1 to {MAX_QUEUE_SIZE}"))),
+    }
+}
+
 /// A Go duration (`500ms`, `2s`, `1m30s`), more than 0 and at most 5m; unset is the default.
 fn parse_timeout(config: &Config<'_>) -> Result<Duration> {
     let Some(v) = config.get("timeout") else { return Ok(DEFAULT_TIMEOUT) };
@@ -420,6 +440,9 @@ mod tests {
         assert_eq!(cfg(&[("transport", "udp"), ("address", "::1")]).unwrap().destination, Destination::Udp("::1".into(), 514));
         let c = cfg(&[("transport", "relp"), ("address", "localhost:2514")]).unwrap();
         assert_eq!((c.destination, c.format, c.framing), (Destination::Relp("localhost".into(), 2514), Format::Rfc5424, None));
+        assert_eq!(c.queue_size, DEFAULT_QUEUE_SIZE);
+        let c = cfg(&[("transport", "relp"), ("address", "h:1"), ("queue_size", "3")]).unwrap();
+        assert_eq!(c.queue_size, 3);
     }
 
     #[test]
@@ -469,6 +492,9 @@ mod tests {
             (&[("timeout", "5m0.001s")], "timeout", "5m0.001s"),
             (&[("per_line", "")], "per_line", ""),
             (&[("facilty", "cron")], "facilty", "cron"),
+            (&[("transport", "relp"), ("address", "h"), ("queue_size", "0")], "queue_size", "0"),
+            (&[("transport", "relp"), ("address", "h"), ("queue_size", "lots")], "queue_size", "lots"),
+            (&[("transport", "tcp"), ("address", "h"), ("queue_size", "10")], "queue_size", "10"),
         ];
         for (pairs, key, value) in cases {
             let err = cfg(pairs).expect_err(&format!("{pairs:?} should fail"));

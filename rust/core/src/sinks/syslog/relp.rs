@@ -219,7 +219,13 @@ pub struct RelpConn {
 impl RelpConn {
     /// Connects (to each address of `host` in turn) and opens the session.
     pub fn open(host: &str, port: u16, timeout: Duration) -> io::Result<Self> {
-        let stream = super::tcp::connect(host, port, timeout)?;
+        Self::open_within(host, port, timeout, timeout)
+    }
+
+    /// As `open`, giving up connecting after `connect` (what is left of a send's deadline);
+    /// `timeout` stays the wait for each answer.
+    pub fn open_within(host: &str, port: u16, connect: Duration, timeout: Duration) -> io::Result<Self> {
+        let stream = super::tcp::connect(host, port, connect)?;
         stream.set_write_timeout(Some(timeout))?;
         let mut conn = Self { stream, txnr: 0, buf: Vec::new(), timeout };
         let answer = conn.call("open", OFFERS.as_bytes())?;
