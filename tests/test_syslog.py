@@ -424,9 +424,10 @@ def test_relp_delivers_every_execution_exactly_once(executor: Executor, relp_dae
 
 
 def test_relp_daemon_stopped_mid_run_and_restarted(executor: Executor, relp_daemon: Syslogd) -> None:
-    """Every execution's message arrives exactly once, or its execution records the failure."""
+    """Every execution's message arrives exactly once: those run while the daemon is down say
+    that theirs is queued, and it goes before the next execution's once the daemon is back."""
     marker = unique()
-    config = relp_config(relp_daemon, timeout="2s")
+    config = relp_config(relp_daemon, timeout="300ms")
     executions = []
 
     def run(i: int) -> None:
@@ -448,16 +449,87 @@ def test_relp_daemon_stopped_mid_run_and_restarted(executor: Executor, relp_daem
     run(13)
     failed = {i for i, e in enumerate(executions) if e.processor_errors}
     assert failed == {5, 6, 7}, [e.processor_errors for e in executions]
-    for i in failed:
+    port = relp_daemon.relp_port
+    for waiting, i in enumerate(sorted(failed), start=1):
         [error] = executions[i].processor_errors
-        assert error.startswith(f"syslog: relp:127.0.0.1:{relp_daemon.relp_port}: "), error
-        assert executions[i].output == f"{marker}-{i}\n".encode(), "not replaced: it reached no syslog"
-    delivered = [i for i in range(14) if i not in failed]
+        assert error.startswith(f"syslog: relp:127.0.0.1:{port}: not delivered yet ("), error
+        assert error.endswith(f"; queued for resend ({waiting} waiting)"), error
+        assert executions[i].output == f"{marker}-{i}\n".encode(), "not replaced: it reached no syslog yet"
     # One session delivers in order: once a last message is stored, any duplicate would be too.
     run(14)
+    assert executions[14].processor_errors == []
     assert wait_mine(relp_daemon, f"{marker}-14")
-    found = [line for line in relp_daemon.lines() if marker in line.msg and line.msg != f"{marker}-14"]
-    assert sorted(line.msg for line in found) == sorted(f"{marker}-{i}" for i in delivered), "exactly once"
+    found = [line for line in relp_daemon.lines() if marker in line.msg]
+    assert sorted(line.msg for line in found) == sorted(f"{marker}-{i}" for i in range(15)), "exactly once"
+    queued_then_sent = [line.msg for line in found if line.msg in {f"{marker}-{i}" for i in (5, 6, 7, 8)}]
+    assert queued_then_sent == [f"{marker}-{i}" for i in (5, 6, 7, 8)], "the queue goes first, in order"
+
+
+def test_relp_run_in_flight_while_the_daemon_restarts_delivers_with_no_error(
+    executor: Executor, relp_daemon: Syslogd, tmp_path: Path
+) -> None:
+    marker = unique()
+    config = relp_config(relp_daemon, timeout="60s")
+    first = executor.run(shell_job("relp-flight", f"echo {marker}-0", processors={"syslog": config}))
+    assert first.processor_errors == []
+    relp_daemon.stop()  # the cached session dies, and connections are refused
+    ran = tmp_path / "ran"
+    result: queue.Queue[object] = queue.Queue()
+    job = shell_job("relp-flight", f"echo {marker}-1; touch {ran}", processors={"syslog": config})
+    threading.Thread(target=lambda: result.put(executor.run(job)), daemon=True).start()
+    while not ran.exists():  # the job is done: its syslog step is reconnecting
+        time.sleep(0.01)
+    relp_daemon.start()
+    execution = result.get(timeout=60)
+    assert execution.processor_errors == [] and execution.output == b"Output in syslog"
+    assert wait_mine(relp_daemon, f"{marker}-1")
+    found = [line.msg for line in relp_daemon.lines() if marker in line.msg]
+    assert found == [f"{marker}-0", f"{marker}-1"], "each once"
+
+
+def test_relp_queue_bound_drops_the_oldest_and_says_so(executor: Executor, relp_daemon: Syslogd) -> None:
+    marker = unique()
+    config = relp_config(relp_daemon, timeout="200ms", queue_size="2")
+    relp_daemon.stop()
+    jobs = [shell_job("relp-bound", f"echo {marker}-{i}", processors={"syslog": config}) for i in range(3)]
+    down = [executor.run(job) for job in jobs]
+    [error] = down[2].processor_errors
+    assert error.endswith(
+        "; queued for resend (2 waiting); the resend queue is full (queue_size 2): "
+        f"dropped the 1 oldest waiting message(s), of execution(s) {down[0].key}"
+    ), error
+    relp_daemon.start()
+    last = executor.run(shell_job("relp-bound", f"echo {marker}-3", processors={"syslog": config}))
+    assert last.processor_errors == []
+    assert wait_mine(relp_daemon, f"{marker}-3")
+    found = [line.msg for line in relp_daemon.lines() if marker in line.msg]
+    assert found == [f"{marker}-{i}" for i in (1, 2, 3)], "the oldest dropped, the rest once, in order"
+
+
+def test_relp_close_flushes_the_queue_once_the_daemon_is_back(
+    relp_daemon: Syslogd, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = unique()
+    config = relp_config(relp_daemon, timeout="300ms")
+    job = shell_job("relp-close", f"echo {marker}", processors={"syslog": config})
+    with Executor(":memory:", node_name="test-node") as ex:
+        relp_daemon.stop()
+        [error] = ex.run(job).processor_errors
+        assert "queued for resend (1 waiting)" in error, error
+        relp_daemon.start()
+    assert [line.msg for line in wait_mine(relp_daemon, marker)] == [marker], "delivered by close"
+    assert not [r for r in caplog.records if r.name == "dkron_exec.processors.syslog"]
+
+    # Still down at close: dropped, and logged with the execution's key.
+    with Executor(":memory:", node_name="test-node") as ex:
+        relp_daemon.stop()
+        key = ex.run(job).key
+    [record] = [r for r in caplog.records if r.name == "dkron_exec.processors.syslog"]
+    assert record.levelname == "WARNING"
+    message = record.getMessage()
+    port = relp_daemon.relp_port
+    assert message.startswith(f"syslog: relp:127.0.0.1:{port}: 1 message(s) not delivered by close"), message
+    assert message.endswith(f"and dropped, of execution(s) {key}"), message
 
 
 def test_relp_to_a_closed_port_is_an_error(executor: Executor) -> None:

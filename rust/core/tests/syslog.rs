@@ -639,28 +639,138 @@ mod relp_sessions {
         let closed = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = closed.local_addr().unwrap().to_string();
         drop(closed);
-        let err = relp_sink(&addr).send(&msg(b"x", true)).unwrap_err().to_string();
+        let s = sink(&[("transport", "relp"), ("address", &addr), ("timeout", "200ms")]);
+        let err = s.send(&msg(b"x", true)).unwrap_err().to_string();
         assert!(err.starts_with(&format!("relp:{addr}: ")) && err.contains("refused"), "{err}");
     }
 
     #[test]
-    fn no_answer_within_the_timeout_is_sent_again_once_then_an_error() {
+    fn no_answer_within_the_timeout_is_queued_and_sent_before_the_next_message() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
+        let (silent_tx, silent) = mpsc::channel();
         let server = std::thread::spawn(move || {
-            // Two sessions, each taking the message and never answering it.
-            let mut held = Vec::new();
-            for _ in 0..2 {
-                let (mut conn, mut buf) = accept_open(&listener);
-                assert_eq!(read_frame(&mut conn, &mut buf).unwrap().command, "syslog");
-                held.push(conn); // kept open: silence, not a close
-            }
-            held
+            // The first session takes the message and never answers it (kept open: silence).
+            let (mut held, mut buf) = accept_open(&listener);
+            assert_eq!(read_frame(&mut held, &mut buf).unwrap().command, "syslog");
+            silent_tx.send(()).unwrap();
+            let got = ack_all(&listener);
+            drop(held);
+            got
         });
         let s = sink(&[("transport", "relp"), ("address", &addr), ("timeout", "200ms")]);
         let err = s.send(&msg(b"unanswered", true)).unwrap_err().to_string();
-        assert!(err.contains("no answer to syslog within 200ms") && err.contains("(0 of 1 messages sent)"), "{err}");
-        assert_eq!(server.join().unwrap().len(), 2, "sent once, and once again on a new session");
+        assert!(err.contains("not delivered yet (no answer to syslog within 200ms); queued for resend (1 waiting)"), "{err}");
+        assert_eq!(s.waiting(), 1);
+        silent.recv().unwrap();
+        assert_eq!(s.send(&msg(b"next", true)).unwrap(), 1);
+        assert_eq!(s.waiting(), 0);
+        assert_eq!(s.close(), None);
+        let got = server.join().unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got[0].ends_with(b"unanswered") && got[1].ends_with(b"next"), "in order");
+    }
+
+    fn keyed<'a>(key: &'a str, output: &'a [u8]) -> ExecutionMessage<'a> {
+        ExecutionMessage { key, ..msg(output, true) }
+    }
+
+    /// A port nothing listens on (yet): bound, then let go.
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// Acknowledges every syslog message of one session until `close`; returns their data.
+    fn ack_all(listener: &TcpListener) -> Vec<Vec<u8>> {
+        let (mut conn, mut buf) = accept_open(listener);
+        let mut got = Vec::new();
+        while let Some(f) = read_frame(&mut conn, &mut buf) {
+            let reply: &[u8] = if f.command == "close" { b"" } else { b"200 OK" };
+            conn.write_all(&encode_frame(f.txnr, "rsp", reply)).unwrap();
+            if f.command == "close" {
+                break;
+            }
+            got.push(f.data);
+        }
+        got
+    }
+
+    #[test]
+    fn a_server_restarted_within_the_timeout_costs_only_delay() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, mut buf) = accept_open(&listener);
+            let first = read_frame(&mut conn, &mut buf).unwrap();
+            conn.write_all(&encode_frame(first.txnr, "rsp", b"200 OK")).unwrap();
+            let unanswered = read_frame(&mut conn, &mut buf).unwrap();
+            // Dies before answering, and nothing listens for a while: connections are refused.
+            drop((conn, listener));
+            std::thread::sleep(Duration::from_millis(300));
+            let listener = TcpListener::bind(addr).unwrap();
+            let again = ack_all(&listener);
+            (first.data, unanswered.data, again)
+        });
+        let s = relp_sink(&addr.to_string());
+        assert_eq!(s.send(&keyed("k1", b"one")).unwrap(), 1);
+        assert_eq!(s.send(&keyed("k2", b"two")).unwrap(), 1, "no error: the daemon came back in time");
+        assert_eq!(s.close(), None);
+        let (first, unanswered, again) = server.join().unwrap();
+        assert!(first.ends_with(b"one") && unanswered.ends_with(b"two"));
+        // Acknowledged once, never again; the unanswered one sent again on the new session.
+        assert_eq!(again, [unanswered]);
+    }
+
+    #[test]
+    fn the_queue_keeps_order_drops_the_oldest_and_says_whose() {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let s = sink(&[("transport", "relp"), ("address", &addr), ("timeout", "100ms"), ("queue_size", "2")]);
+        let err = s.send(&keyed("k1", b"one")).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("relp:{addr}: not delivered yet (")), "{err}");
+        assert!(err.contains("refused") && err.ends_with("queued for resend (1 waiting)"), "{err}");
+        let err = s.send(&keyed("k2", b"two")).unwrap_err().to_string();
+        assert!(err.ends_with("queued for resend (2 waiting)"), "{err}");
+        let err = s.send(&keyed("k3", b"three")).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "queued for resend (2 waiting); the resend queue is full (queue_size 2): \
+                 dropped the 1 oldest waiting message(s), of execution(s) k1"
+            ),
+            "{err}"
+        );
+        let listener = TcpListener::bind(&addr).unwrap();
+        let server = std::thread::spawn(move || ack_all(&listener));
+        assert_eq!(s.send(&keyed("k4", b"four")).unwrap(), 1);
+        assert_eq!(s.waiting(), 0);
+        assert_eq!(s.close(), None);
+        let got = server.join().unwrap();
+        assert_eq!(got.len(), 3, "k1 dropped, the rest once each");
+        for (data, (key, text)) in got.iter().zip([("k2", "two"), ("k3", "three"), ("k4", "four")]) {
+            let data = String::from_utf8_lossy(data);
+            assert!(data.contains(&format!("execution=\"{key}\"")) && data.ends_with(text), "in order: {data}");
+        }
+    }
+
+    #[test]
+    fn close_delivers_what_waits_or_says_what_is_dropped() {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let s = sink(&[("transport", "relp"), ("address", &addr), ("timeout", "100ms")]);
+        s.send(&keyed("k1", b"one")).unwrap_err();
+        s.send(&keyed("k2", b"two")).unwrap_err();
+        let report = s.close().expect("nothing listens: the messages are dropped, and said so");
+        assert!(report.starts_with(&format!("relp:{addr}: 2 message(s) not delivered by close (")), "{report}");
+        assert!(report.ends_with(") and dropped, of execution(s) k1, k2"), "{report}");
+        assert_eq!(s.waiting(), 0);
+
+        s.send(&keyed("k3", b"three")).unwrap_err();
+        let listener = TcpListener::bind(&addr).unwrap();
+        let server = std::thread::spawn(move || ack_all(&listener));
+        assert_eq!(s.close(), None, "the daemon is back: delivered at close");
+        let got = server.join().unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].ends_with(b"three"));
     }
 
     #[test]
