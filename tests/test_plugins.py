@@ -226,7 +226,9 @@ def test_garbage_and_oversize_frames_kill_the_plugin(
     assert ex.execution("j", execution.key) is not None
 
 
-def test_a_plugin_that_never_says_hello_costs_only_the_call_that_waited(tmp_path: Path, plugin_dir: Path) -> None:
+def test_a_plugin_that_never_says_hello_costs_only_the_call_that_waited(
+    tmp_path: Path, plugin_dir: Path
+) -> None:
     # Issue 9: the process used to live on until the start timeout, failing every call meanwhile.
     install(plugin_dir, "processor", "mute", "import time, sys\nprint('pid', flush=True)\ntime.sleep(3600)\n")
     with Executor(

@@ -178,7 +178,8 @@ def test_a_link_planted_as_the_job_folder_is_refused_and_recorded(executor: Exec
     log_dir.mkdir()
     outside.mkdir()
     (log_dir / "victim").symlink_to(outside)
-    e = executor.run(shell_job("victim", "echo secret", processors={"files": {"log_dir": str(log_dir), "per_job_dir": "true"}}))
+    files = {"log_dir": str(log_dir), "per_job_dir": "true"}
+    e = executor.run(shell_job("victim", "echo secret", processors={"files": files}))
     assert e.success and e.output == b"secret\n"
     [error] = e.processor_errors
     assert error.startswith("files: refused to write in ") and str(log_dir / "victim") in error, error
