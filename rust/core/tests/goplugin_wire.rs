@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dkron_exec_core::plugin::goplugin::gob::{self, Decoder, DkronExecution, Encoder, Timestamp, Value};
 use dkron_exec_core::plugin::goplugin::yamux::{self, Session};
-use dkron_exec_core::plugin::goplugin::{parse_handshake, Handshake};
+use dkron_exec_core::plugin::goplugin::{looks_like_handshake, parse_handshake, Handshake};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The bytes of an `xxd` dump.
@@ -98,7 +98,7 @@ fn a_process_reply_decodes_to_the_execution() {
     assert_eq!(values.len(), 2);
     assert_eq!(values[0].field("ServiceMethod").and_then(Value::as_str).as_deref(), Some("Plugin.Process"));
     assert_eq!(values[0].field("Seq"), None, "a zero Seq is left out");
-    assert_eq!(gob::execution_of(&values[1]).unwrap(), the_execution());
+    assert_eq!(gob::execution_of(values[1].clone()).unwrap(), the_execution());
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn our_decoder_reads_gos_requests_and_our_encoder_round_trips() {
     let values = decode_all(&both);
     assert_eq!(values.len(), 4);
     let args = &values[3];
-    assert_eq!(gob::execution_of(args.field("Execution").unwrap()).unwrap(), the_execution());
+    assert_eq!(gob::execution_of(args.field("Execution").unwrap().clone()).unwrap(), the_execution());
     let Some(Value::Map(cfg)) = args.field("Config") else { panic!("no config in {args:?}") };
     assert_eq!(cfg, &vec![(Value::Bytes(b"forward".to_vec()), Value::Bytes(b"true".to_vec()))]);
 
@@ -132,7 +132,7 @@ fn our_decoder_reads_gos_requests_and_our_encoder_round_trips() {
     let mut out = Vec::new();
     enc.processor_args(&mut out, &odd, &BTreeMap::new());
     let back = decode_all(&out);
-    assert_eq!(gob::execution_of(back[0].field("Execution").unwrap()).unwrap(), odd);
+    assert_eq!(gob::execution_of(back[0].field("Execution").unwrap().clone()).unwrap(), odd);
     assert_eq!(Timestamp::from_ns(-1_500_000_000), Timestamp { seconds: -2, nanos: 500_000_000 });
     assert_eq!(Timestamp::from_ns(-1_500_000_000).to_ns(), -1_500_000_000);
 }
@@ -143,6 +143,8 @@ fn handshake_lines_parse_as_go_plugins_client_does() {
     assert_eq!(hs, Handshake { network: "unix".into(), address: "/tmp/plugin123".into(), protocol: "netrpc".into() });
     assert_eq!(parse_handshake("1|1|unix|/tmp/p").unwrap().protocol, "netrpc", "a missing protocol means netrpc");
     assert_eq!(parse_handshake("1|1|unix|/tmp/p|grpc|").unwrap().protocol, "grpc");
+    assert!(looks_like_handshake("1|one|garbage") && looks_like_handshake("12|"));
+    assert!(!looks_like_handshake("a|b") && !looks_like_handshake("|1") && !looks_like_handshake("hello"));
     for bad in ["not|a|handshake", "2|1|unix|/tmp/p|netrpc|", "1|2|unix|/tmp/p|netrpc|", "1|1|tcp|127.0.0.1:1|netrpc|", "1|1|unix|/p|soap|"] {
         assert!(parse_handshake(bad).is_err(), "{bad}");
     }
@@ -174,11 +176,15 @@ async fn yamux_client_opens_streams_respects_windows_and_answers_pings() {
     theirs.write_all(&yamux::header(yamux::PING, yamux::SYN, 0, 77)).await.unwrap();
     assert_eq!(read_frame(&mut theirs).await.0, yamux::header(yamux::PING, yamux::ACK, 0, 77));
 
-    // Data for stream 1 is delivered, and its window handed back at once.
+    // Data for stream 1 is delivered, and its window handed back once half of it is used.
     theirs.write_all(&yamux::header(yamux::DATA, yamux::ACK, 1, 5)).await.unwrap();
     theirs.write_all(b"hello").await.unwrap();
     assert_eq!(a.read_exact(5).await.unwrap(), b"hello");
-    assert_eq!(read_frame(&mut theirs).await.0, yamux::header(yamux::WINDOW_UPDATE, 0, 1, 5));
+    let half = yamux::INITIAL_WINDOW / 2;
+    theirs.write_all(&yamux::header(yamux::DATA, 0, 1, half)).await.unwrap();
+    theirs.write_all(&vec![1u8; half as usize]).await.unwrap();
+    assert_eq!(a.read_exact(half as usize).await.unwrap().len(), half as usize);
+    assert_eq!(read_frame(&mut theirs).await.0, yamux::header(yamux::WINDOW_UPDATE, 0, 1, half + 5));
 
     // A write larger than the window stops at the window until the peer grants more.
     let big = vec![7u8; yamux::INITIAL_WINDOW as usize + 1000];

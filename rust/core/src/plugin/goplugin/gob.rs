@@ -506,18 +506,23 @@ impl Decoder {
 }
 
 /// Reads Dkron's `Execution` out of a decoded value; a field missing is its zero value.
-pub fn execution_of(v: &Value) -> Result<DkronExecution, GobError> {
+pub fn execution_of(v: Value) -> Result<DkronExecution, GobError> {
     let Value::Struct(fields) = v else { return err(format!("an Execution that is not a struct: {v:?}")) };
     let mut ex = DkronExecution::default();
     for (name, value) in fields {
+        // The output is moved, not copied (it can be megabytes).
+        if name == "Output" {
+            if let Value::Bytes(b) = value {
+                ex.output = b;
+                continue;
+            }
+        }
+        let value = &value;
         let bad = || GobError(format!("Execution.{name} has an unexpected value {value:?}"));
         match name.as_str() {
             "JobName" => ex.job_name = value.as_str().ok_or_else(bad)?,
             "Success" => ex.success = matches!(value, Value::Bool(true)),
-            "Output" => match value {
-                Value::Bytes(b) => ex.output = b.clone(),
-                _ => return Err(bad()),
-            },
+            "Output" => return Err(bad()),
             "NodeName" => ex.node_name = value.as_str().ok_or_else(bad)?,
             "Group" => ex.group = value.as_i64().ok_or_else(bad)?,
             "Attempt" => ex.attempt = value.as_i64().and_then(|a| u32::try_from(a).ok()).ok_or_else(bad)?,

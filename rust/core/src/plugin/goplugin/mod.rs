@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
-use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use self::gob::{DkronExecution, Timestamp};
@@ -40,9 +39,10 @@ pub struct Handshake {
     pub protocol: String,
 }
 
-/// A first stdout line that tries to be a handshake line (it has the field separator).
+/// A first stdout line that tries to be a handshake line: a number, then the field separator.
+/// (A plugin of ours may print before its hello on fd 3; such lines are output.)
 pub fn looks_like_handshake(line: &str) -> bool {
-    line.contains('|')
+    line.split_once('|').is_some_and(|(core, _)| !core.is_empty() && core.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Parses the line as go-plugin's client does (at least 4 fields; a missing protocol means
@@ -78,7 +78,6 @@ pub type GiveUp = Box<dyn FnOnce(FailureKind, String) + Send>;
 pub struct GoClient {
     pub generation: u64,
     who: Arc<str>,
-    handle: Handle,
     session: Session,
     control: tokio::sync::Mutex<RpcStream>,
     plugin: Arc<tokio::sync::Mutex<RpcStream>>,
@@ -124,7 +123,6 @@ impl GoClient {
         Ok(Arc::new(GoClient {
             generation: c.generation,
             who: c.who,
-            handle: Handle::current(),
             session,
             control: tokio::sync::Mutex::new(control),
             plugin: Arc::new(tokio::sync::Mutex::new(RpcStream::new(broker))),
@@ -178,35 +176,27 @@ impl GoClient {
         let mut config: BTreeMap<String, String> = config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         // Dkron's agent adds the reporting node to every processor's config.
         config.entry("reporting_node".into()).or_insert_with(|| execution.node_name.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
+        // The call runs on this thread: it only waits on channels the session's tasks (on the
+        // host's runtime thread) feed, so no runtime is needed here, and no hop.
         let plugin = self.plugin.clone();
-        let task = self.handle.spawn(async move {
+        let call = async move {
             let mut stream = plugin.lock().await;
-            let r = stream.call("Plugin.Process", |enc, out| netrpc::encode_process(enc, out, &args, &config)).await;
-            let _ = tx.send(r);
+            stream.call("Plugin.Process", |enc, out| netrpc::encode_process(enc, out, &args, &config)).await
+        };
+        let outcome = park_on(call, deadline, || {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Some((FailureKind::Timeout, format!("call timed out after {:?}; killed", timeout.unwrap_or_default())));
+            }
+            interrupted().then(|| (FailureKind::Cancelled, "the call was cancelled; killed".to_string()))
         });
-        let result = loop {
-            match rx.recv_timeout(deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()).min(SLICE))) {
-                Ok(r) => break r,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Err(RpcError::Io("the call was dropped".into())),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            }
-            let gave_up = if deadline.is_some_and(|d| Instant::now() >= d) {
-                Some((FailureKind::Timeout, format!("call timed out after {:?}; killed", timeout.unwrap_or_default())))
-            } else if interrupted() {
-                Some((FailureKind::Cancelled, "the call was cancelled; killed".to_string()))
-            } else {
-                None
-            };
-            if let Some((kind, why)) = gave_up {
-                task.abort();
-                return Err(self.give_up(kind, why));
-            }
+        let result = match outcome {
+            Ok(r) => r,
+            Err((kind, why)) => return Err(self.give_up(kind, why)),
         };
         match result {
             Ok(value) => {
                 self.answered.store(true, Ordering::Relaxed);
-                let back = gob::execution_of(&value).map_err(|e| self.give_up(FailureKind::Protocol, format!("answered with an unusable Execution: {e}; killed")))?;
+                let back = gob::execution_of(value).map_err(|e| self.give_up(FailureKind::Protocol, format!("answered with an unusable Execution: {e}; killed")))?;
                 Ok(from_dkron(execution, back))
             }
             // Dkron's processors have no error result; net/rpc reports a panic or a bad call.
@@ -243,6 +233,32 @@ impl GoClient {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+}
+
+/// Wakes the thread parked in `park_on`.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `fut` on this thread until it is ready, parking in between; asks `give_up` at least
+/// every SLICE (and at `deadline`), and stops when it says why.
+fn park_on<F: std::future::Future, E>(fut: F, deadline: Option<Instant>, mut give_up: impl FnMut() -> Option<E>) -> Result<F::Output, E> {
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return Ok(v);
+        }
+        if let Some(why) = give_up() {
+            return Err(why);
+        }
+        std::thread::park_timeout(deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()).min(SLICE)));
     }
 }
 

@@ -39,6 +39,8 @@ pub fn header(kind: u8, flags: u16, stream: u32, length: u32) -> [u8; 12] {
 struct Slot {
     data: mpsc::UnboundedSender<Vec<u8>>,
     window: Arc<Semaphore>,
+    /// Bytes received and not yet handed back to the peer's window.
+    unacked: u32,
 }
 
 struct Inner {
@@ -81,7 +83,11 @@ impl Session {
         });
         let (mut rd, mut wr) = socket.into_split();
         tokio::spawn(async move {
-            while let Some(frame) = out_rx.recv().await {
+            while let Some(mut frame) = out_rx.recv().await {
+                // What queued up meanwhile goes out in the same write.
+                while let Ok(more) = out_rx.try_recv() {
+                    frame.extend_from_slice(&more);
+                }
                 if wr.write_all(&frame).await.is_err() {
                     break;
                 }
@@ -110,7 +116,7 @@ impl Session {
             if self.inner.ended.lock().unwrap().is_some() {
                 return Err(self.inner.ended());
             }
-            streams.insert(id, Slot { data: tx, window: window.clone() });
+            streams.insert(id, Slot { data: tx, window: window.clone(), unacked: 0 });
         }
         self.send(header(WINDOW_UPDATE, SYN, id, 0).to_vec())?;
         Ok(Stream { id, rx, pending: Vec::new(), pos: 0, window, session: self.clone() })
@@ -149,15 +155,20 @@ async fn read_loop(rd: &mut tokio::net::unix::OwnedReadHalf, inner: &Inner) -> R
                 }
                 let mut data = vec![0u8; length as usize];
                 rd.read_exact(&mut data).await.map_err(|e| format!("reading a yamux data frame: {e}"))?;
-                let open = {
-                    let streams = inner.streams.lock().unwrap();
+                let mut streams = inner.streams.lock().unwrap();
+                if let Some(slot) = streams.get_mut(&id) {
                     // An empty frame only carries flags (FIN, RST): nothing to deliver.
-                    streams.get(&id).is_some_and(|s| data.is_empty() || s.data.send(data).is_ok())
-                };
-                // What arrives is queued, so the window goes back at once.
-                if open && length > 0 {
-                    let _ = inner.out.send(header(WINDOW_UPDATE, 0, id, length).to_vec());
+                    if length > 0 && slot.data.send(data).is_ok() {
+                        // What arrives is queued at once, so the window can go back; in half-window
+                        // steps, as hashicorp/yamux does, to save a frame per message.
+                        slot.unacked += length;
+                        if slot.unacked >= INITIAL_WINDOW / 2 {
+                            let _ = inner.out.send(header(WINDOW_UPDATE, 0, id, slot.unacked).to_vec());
+                            slot.unacked = 0;
+                        }
+                    }
                 }
+                drop(streams);
             }
             WINDOW_UPDATE => {
                 if flags & SYN != 0 {
