@@ -2,10 +2,11 @@
 
 ``tests/go`` is a Go module on Dkron v4.0.5's ``plugin`` package (from the Go module proxy with
 ``go mod download``; ``go install ...@latest`` does not work behind this environment's proxy).
-The reference's minimal processor ``noopproc`` (``../shared/reference/dkron-plugins/plugbench``)
-is built in the same module when that folder is there. The binaries are cached under
-``bench-results/cache/bin``, keyed by the sources and the Go version, so only the first run on a
-machine pays for the build (about two minutes with a cold module cache).
+The reference's minimal processor ``noopproc`` and executor ``noopexec``
+(``../shared/reference/dkron-plugins/plugbench``) are built in the same module when that folder is
+there. The binaries are cached under ``bench-results/cache/bin``, keyed by the sources and the Go
+version, so only the first run on a machine pays for the build (about two minutes with a cold
+module cache).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "go"
-NOOPPROC = ROOT.parent / "shared/reference/dkron-plugins/plugbench/cmd/noopproc"
+PLUGBENCH = ROOT.parent / "shared/reference/dkron-plugins/plugbench/cmd"
+# The reference's minimal processor, and its minimal (gRPC) executor, which this host does not run yet.
+REFERENCE = ("noopproc", "noopexec")
 CACHE = ROOT / "bench-results" / "cache" / "bin"
 _lock = threading.Lock()
 
@@ -30,8 +33,8 @@ def go() -> str | None:
 
 def _sources() -> list[tuple[str, Path]]:
     files = [(str(p.relative_to(SOURCE)), p) for p in sorted(SOURCE.rglob("*")) if p.is_file()]
-    if NOOPPROC.is_dir():
-        files += [(f"cmd/noopproc/{p.name}", p) for p in sorted(NOOPPROC.glob("*.go"))]
+    for name in REFERENCE:
+        files += [(f"cmd/{name}/{p.name}", p) for p in sorted((PLUGBENCH / name).glob("*.go"))]
     return files
 
 
@@ -68,9 +71,9 @@ def build() -> dict[str, Path]:
     return {p.name: p for p in out.iterdir()}
 
 
-def install(folder: Path, binary: str, name: str) -> Path:
-    """Links a built processor into ``folder`` as ``dkron-processor-NAME``."""
+def install(folder: Path, binary: str, name: str, kind: str = "processor") -> Path:
+    """Links a built plugin into ``folder`` as ``dkron-KIND-NAME``."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"dkron-processor-{name}"
+    path = folder / f"dkron-{kind}-{name}"
     path.symlink_to(build()[binary])
     return path

@@ -149,14 +149,14 @@ def test_a_malformed_handshake_line_is_a_start_failure_quoting_it(tmp_path: Path
     d = tmp_path / "plugins"
     d.mkdir()
     script = d / "dkron-processor-garbage"
-    script.write_text("#!/bin/sh\necho 'not|a|handshake'\nexec sleep 60\n")
+    script.write_text("#!/bin/sh\necho '1|one|garbage'\nexec sleep 60\n")
     script.chmod(0o755)
     with Executor(tmp_path / "s.db", node_name="n1", plugin_dirs=[d], plugin_timeout=20.0) as ex:
         started = time.monotonic()
         execution = ex.run(shell_job("j", "echo hi", processors={"garbage": {}}))
         assert time.monotonic() - started < 5, "no need to wait for the start timeout"
         [error] = execution.processor_errors
-        assert "garbage'" in error and "'not|a|handshake'" in error.replace('"', "'"), error
+        assert "garbage'" in error and "'1|one|garbage'" in error.replace('"', "'"), error
         assert execution.output == b"hi\n"
 
 
@@ -205,3 +205,27 @@ def test_dkron_plugins_die_with_a_sigkilled_host(plugin_dir: Path) -> None:
     finally:
         host.kill()
         host.wait()
+
+
+def test_a_dkron_executor_fails_to_start_saying_it_is_not_supported_yet(
+    tmp_path: Path, binaries: dict[str, Path]
+) -> None:
+    if "noopexec" not in binaries:
+        pytest.skip("the reference's noopexec is not there")
+    d = tmp_path / "plugins"
+    go_plugins.install(d, "noopexec", "goexec", kind="executor")
+    with Executor(tmp_path / "s.db", plugin_dirs=[d], plugin_timeout=20.0) as ex:
+        execution = ex.run({"name": "e", "executor": "goexec", "executor_config": {}})
+        error = execution.error or ""
+        assert not execution.success and "goexec'" in error and "gRPC executors" in error, error
+
+
+def test_no_socket_file_is_left_behind(ex: Executor, tmp_path: Path) -> None:
+    before = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("plugin*"))
+    ex.run(shell_job("j", "true", processors={"gotest": {}}))
+    pid = ex.plugins.pid("processor", "gotest")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert wait_gone([pid], 2.0) == []
+    after = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("plugin*"))
+    assert not {p for p in after - before if p.is_socket()}

@@ -106,6 +106,11 @@ impl GoClient {
     /// runtime.
     pub async fn connect(hs: &Handshake, c: Connect) -> Result<Arc<GoClient>, String> {
         let socket = UnixStream::connect(&hs.address).await.map_err(|e| format!("could not connect to {}: {e}", hs.address))?;
+        // Connected: the socket's name is no longer needed, and a plugin that is SIGKILLed
+        // leaves it behind. Only a socket is removed (the path comes from the plugin).
+        if std::fs::symlink_metadata(&hs.address).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
+            let _ = std::fs::remove_file(&hs.address);
+        }
         let session = Session::start(socket, c.on_end);
         let mut control = RpcStream::new(session.open()?);
         for stream in ["stdout", "stderr"] {
