@@ -45,6 +45,7 @@ from typing import Any
 import orjson
 
 from . import _core
+from .document import check_document, key_path
 from .errors import JobError
 from .schedule import Schedule, ScheduleError, load_timezone, parse_rfc3339
 
@@ -65,6 +66,7 @@ _SHELL_KEYS = tuple(_core.SHELL_KEYS)  # the short form's top-level keys
 _CONCURRENCY = ("", "allow", "forbid")
 _SHORT_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")  # Go layout 2006-01-02T15:04, read as UTC
 _SLUG_EXTRA = frozenset("0123456789_-")
+_MAX_RETRIES = 2**32 - 1  # Dkron's uint; the runtime counts attempts in 32 bits
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def _config_map(path: str, value: Any) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(key, str):
             raise JobError(path, key, "keys must be strings")
-        out[key] = _config_string(f"{path}.{key}", item)
+        out[key] = _config_string(key_path(path, key), item)
     return out
 
 
@@ -140,7 +142,7 @@ def _string_map(path: str, value: Any) -> dict[str, str]:
         if not isinstance(key, str):
             raise JobError(path, key, "keys must be strings")
         if not isinstance(item, str):
-            raise JobError(f"{path}.{key}", item, "must be a string")
+            raise JobError(key_path(path, key), item, "must be a string")
     return dict(value)
 
 
@@ -254,6 +256,7 @@ class Job:
         if not isinstance(d, Mapping):
             raise JobError("document", d, "a job document must be a JSON object")
         doc = dict(d)
+        check_document(doc)  # JSON that writes back, text a process can take: before any field is read
         nulls = frozenset(key for key in _FIELD_ORDER if key in doc and doc[key] is None)
         name = _check_name(doc.get("name"))
         strings = {}
@@ -271,8 +274,8 @@ class Job:
         retries = doc.get("retries")
         if retries is None:
             retries = 0
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise JobError("retries", retries, "must be a non-negative integer")
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= _MAX_RETRIES:
+            raise JobError("retries", retries, f"must be an integer from 0 to {_MAX_RETRIES}")
         dependent = doc.get("dependent_jobs")
         if dependent is None:
             dependent = []
@@ -285,9 +288,9 @@ class Job:
         for proc_name, proc_config in (processors or {}).items():
             if not isinstance(proc_config, Mapping):
                 raise JobError(
-                    f"processors.{proc_name}", proc_config, "a processor's config must be an object"
+                    key_path("processors", proc_name), proc_config, "a processor's config must be an object"
                 )
-            processor_configs[proc_name] = _config_map(f"processors.{proc_name}", proc_config)
+            processor_configs[proc_name] = _config_map(key_path("processors", proc_name), proc_config)
         executor_config = _config_map("executor_config", doc.get("executor_config"))
         executor, paths = cls._merge_short_form(doc, strings["executor"], executor_config)
 
