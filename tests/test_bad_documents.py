@@ -4,6 +4,7 @@ writes back. One test per case the fuzzing of issue 9 found (each raised somethi
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,20 @@ def test_a_document_that_loads_writes_back() -> None:
     again = Job.from_json(written)
     assert again == job and again.to_json() == written
     assert orjson.loads(written)["some_future_field"] == doc["some_future_field"]
+
+
+@pytest.mark.parametrize("spec", ["@every 2562047h", "@every 1s", "0 0 0 31 12 *"])
+def test_a_next_run_past_year_9999_is_none(spec: str) -> None:
+    job = Job.from_dict(
+        {"name": "late", "command": "true", "schedule": spec, "starts_at": "9999-12-31T23:59:59Z"}
+    )
+    after = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+    assert job.next_run(after) is None
+    east = timezone(timedelta(hours=14))
+    assert job.next_run(datetime(9999, 12, 31, 23, 0, tzinfo=east)) in (
+        None,
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc),
+    )
 
 
 def test_error_messages_stay_short_whatever_the_value() -> None:

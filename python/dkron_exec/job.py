@@ -4,7 +4,10 @@
 fields, read-only ones included) and validate it; every problem is a :class:`~dkron_exec.errors.JobError`
 whose ``field`` is a dotted path such as ``executor_config.timeout`` or ``processors.files.forward``.
 ``Job.from_dict(d).to_dict()`` gives ``d`` back (same keys, same values after the normalisation below);
-fields this module does not know are kept in :attr:`Job.extra` and written back.
+fields this module does not know are kept in :attr:`Job.extra` and written back. Before any field is read,
+every value must be JSON that writes back and text a process can take (:mod:`dkron_exec.document`: at most
+64 levels of nesting, 64-bit integers, finite floats, no lone surrogates), so that a bad document is a
+JobError whatever the value, and ``Job.from_json(job.to_json()) == job`` for every job that loads.
 
 Differences from Dkron, on purpose:
 
@@ -481,7 +484,8 @@ class Job:
 
         ``None`` when the job is disabled, has no schedule, is a child job (Dkron runs those after their
         parent, not on their own schedule), or will not fire again inside its window. Like Dkron, a run at
-        exactly ``starts_at`` or ``expires_at`` counts as inside.
+        exactly ``starts_at`` or ``expires_at`` counts as inside. A run past year 9999 (where ``datetime``
+        ends) is ``None`` too.
         """
         if self.disabled or not self.schedule or self.parent_job:
             return None
@@ -490,9 +494,11 @@ class Job:
         start = after
         if self.starts_at is not None and after < _aware(self.starts_at):
             start = _aware(self.starts_at) - timedelta(microseconds=1)  # so a run at starts_at itself counts
-        found = schedule.next(start)
-        if found is None:
+        try:
+            found = schedule.next(start)
+            if found is None or (self.expires_at is not None and found > _aware(self.expires_at)):
+                return None
+            return found.astimezone(after.tzinfo)
+        except (OverflowError, ValueError):
+            # The next run lies past year 9999, where datetime ends: for us it never comes.
             return None
-        if self.expires_at is not None and found > _aware(self.expires_at):
-            return None
-        return found.astimezone(after.tzinfo)
