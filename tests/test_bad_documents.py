@@ -198,6 +198,17 @@ def test_a_next_run_past_year_9999_is_none(spec: str) -> None:
     )
 
 
+def test_an_edit_that_breaks_the_rules_is_a_job_error_too() -> None:
+    job = Job.from_dict(BASE)
+    job.executor_config["command"] = "/bin/echo \ud800"
+    with pytest.raises(JobError) as info:
+        job.plan  # noqa: B018
+    assert info.value.field == "executor_config.command"
+    job.executor_config["command"] = "/bin/echo \x00"
+    with pytest.raises(JobError, match="NUL"):
+        job.plan  # noqa: B018
+
+
 def test_error_messages_stay_short_whatever_the_value() -> None:
     err = JobError("x", [10**5000, "a" * 10_000, nested(10_000)], "bad")
     assert len(str(err)) < 1000 and "\n" not in str(err)

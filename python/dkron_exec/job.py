@@ -410,7 +410,14 @@ class Job:
         """The job's executor and processors as the Rust core runs them, parsed from the
         current fields (rebuilt after an edit; JobError if the edit made them invalid)."""
         cached = self._plan_cache
-        if cached is None or cached[0] != self._plan_fingerprint():
+        try:
+            fingerprint = self._plan_fingerprint()
+        except TypeError:
+            # An edit put in a value JSON cannot hold (a lone surrogate, a huge int): the
+            # document's rules name the field.
+            self.validate()
+            raise
+        if cached is None or cached[0] != fingerprint:
             cached = self._plan_cache = self._build_plan()
         return cached[1]
 
