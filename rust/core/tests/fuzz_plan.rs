@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use dkron_exec_core::config::ConfigError;
+use dkron_exec_core::config::{key_path, ConfigError};
 use dkron_exec_core::executors::ExecutorPlan;
 use dkron_exec_core::plan::JobPlan;
 use proptest::prelude::*;
@@ -108,25 +108,25 @@ fn check_error(err: &ConfigError, (executor, config, processors): &Input) -> Res
         prop_assert!(processors.iter().any(|(name, _)| *name == err.value), "{err}");
         return Ok(());
     }
-    // Every map the field may be a key of (a processor name can repeat).
-    let mut candidates: Vec<(&HashMap<String, String>, &str)> = Vec::new();
-    if let Some(rest) = err.field.strip_prefix("executor_config.") {
-        candidates.push((config, rest));
-    }
-    for (name, map) in processors.iter() {
-        if let Some(rest) = err.field.strip_prefix(&format!("processors.{name}.")) {
-            candidates.push((map, rest));
-        }
-    }
-    prop_assert!(!candidates.is_empty(), "{err} names no field of the input");
-    let quotes_input = |(map, rest): &(&HashMap<String, String>, &str)| {
-        // `env.KEY` names a variable inside `env`; every other field is a key of the map.
-        let key = if map.contains_key(*rest) { *rest } else { rest.split('.').next().unwrap_or(rest) };
-        // A log_dir that is a file is quoted as the absolute path it resolved to.
-        let missing = err.value.is_empty() && !map.contains_key(key);
-        missing || key == "env" || key == "log_dir" || map.get(key).is_some_and(|v| *v == err.value) || map.contains_key(&err.value)
+    // The maps the field may be under (a processor name can repeat), by their paths.
+    let mut sources: Vec<(String, &HashMap<String, String>)> = vec![("executor_config".to_string(), config)];
+    sources.extend(processors.iter().map(|(name, map)| (key_path("processors", name), map)));
+    let from = |(prefix, map): &(String, &HashMap<String, String>)| {
+        let of_a_key = map.iter().any(|(key, value)| {
+            let field = key_path(prefix, key);
+            match key.as_str() {
+                // `env.KEY` names a variable inside `env`.
+                "env" => err.field == field || err.field.starts_with(&format!("{field}.")) || err.field.starts_with(&format!("{field}[")),
+                // A log_dir that is a file is quoted as the absolute path it resolved to.
+                "log_dir" => err.field == field,
+                _ => err.field == field && err.value == *value,
+            }
+        });
+        // A required key that is missing (command, address) is blamed with an empty value.
+        let missing = err.value.is_empty() && err.field.starts_with(&format!("{prefix}."));
+        of_a_key || missing
     };
-    prop_assert!(candidates.iter().any(quotes_input), "{err}: the value is not the input's");
+    prop_assert!(sources.iter().any(from), "{err} names no field of the input, or not its value");
     Ok(())
 }
 
