@@ -158,7 +158,11 @@ def test_short_form_keys_are_blamed_where_written() -> None:
     assert refused({"name": "j", "command": "echo \x00"}).field == "command"
 
 
-@pytest.mark.parametrize("value", [{1, 2}, (1, 2), b"bytes", object(), {1: "int key"}])
+class _Float(float):
+    """Like numpy.float64: a float subclass, which JSON writers refuse."""
+
+
+@pytest.mark.parametrize("value", [{1, 2}, (1, 2), b"bytes", object(), {1: "int key"}, _Float(1.5)])
 def test_values_that_are_not_json_are_refused(value: Any) -> None:
     assert refused(doc_with("some_future_field", value)).field == "some_future_field"
 

@@ -12,7 +12,8 @@ first value that breaks a rule:
 * **Numbers**: floats must be finite (JSON has no NaN or infinity); integers must lie in
   -2**63 .. 2**64-1, the range JSON writers and the Rust core take.
 * **Types**: only ``str``, ``int``, ``float``, ``bool``, ``None``, ``list`` and ``dict`` with string
-  keys (what ``json.loads`` gives); a tuple, a set or bytes would not read back the same.
+  keys (what ``json.loads`` gives; subclasses too, except of ``float``, such as ``numpy.float64``, which
+  JSON writers refuse); a tuple, a set or bytes would not read back the same.
 
 Paths name objects' keys with dots and arrays' items with ``[i]``: ``executor_config.env``,
 ``dependent_jobs[2]``, ``processors.files``; a key that is empty, holds ``.``, ``[``, ``]`` or ``"``,
@@ -49,7 +50,7 @@ def check_document(doc: Mapping[str, Any]) -> None:
         elif isinstance(value, int):
             if not _INT_MIN <= value <= _INT_MAX:
                 raise JobError(path, value, "integer out of range (JSON writers take -2**63 .. 2**64-1)")
-        elif isinstance(value, float):
+        elif type(value) is float:  # a subclass (numpy.float64) is not JSON to the writer
             if not math.isfinite(value):
                 raise JobError(path, value, "numbers must be finite (JSON has no NaN or infinity)")
         elif isinstance(value, dict) or (depth == 1 and isinstance(value, Mapping)):
