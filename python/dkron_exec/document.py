@@ -38,40 +38,63 @@ _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 def check_document(doc: Mapping[str, Any]) -> None:
     """Raise JobError for the first value (in document order) that breaks a rule above."""
-    # Iterative, so a hostile depth costs no Python recursion; items are pushed in reverse so the
-    # first bad value in document order is the one reported.
-    stack: list[tuple[str, Any, int]] = [("", doc, 1)]
-    while stack:
-        path, value, depth = stack.pop()
-        if isinstance(value, str):
-            _check_text(path, value)
-        elif value is None or isinstance(value, bool):
-            pass
-        elif isinstance(value, int):
-            if not _INT_MIN <= value <= _INT_MAX:
-                raise JobError(path, value, "integer out of range (JSON writers take -2**63 .. 2**64-1)")
-        elif type(value) is float:  # a subclass (numpy.float64) is not JSON to the writer
-            if not math.isfinite(value):
-                raise JobError(path, value, "numbers must be finite (JSON has no NaN or infinity)")
-        elif isinstance(value, dict) or (depth == 1 and isinstance(value, Mapping)):
-            _check_depth(path, value, depth)
-            items = []
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise JobError(path or "document", key, "object keys must be strings")
-                _check_text(path or "document", key, what="an object key")
-                items.append((key_path(path, key), item, depth + 1))
-            stack.extend(reversed(items))
-        elif isinstance(value, list):
-            _check_depth(path, value, depth)
-            stack.extend((f"{path}[{i}]", item, depth + 1) for i, item in reversed(list(enumerate(value))))
-        else:
-            raise JobError(
-                path or "document",
-                value,
-                f"not a JSON value: {type(value).__name__} (use a string, number, boolean, null, array "
-                "or object)",
-            )
+    _check(doc, [], top=True)
+
+
+# The path to the value being checked, as keys and indexes; made into text only for an error.
+_Parts = list[str | int]
+
+
+def _check(value: Any, parts: _Parts, top: bool = False) -> None:
+    """One value and, depth first, what it holds. Recursion is bounded: nothing deeper than
+    MAX_DEPTH is entered."""
+    kind = type(value)
+    if kind is str:
+        if not value.isascii():
+            _check_text(parts, value)
+    elif (
+        kind is dict or (top and isinstance(value, Mapping)) or (kind is not list and isinstance(value, dict))
+    ):
+        _check_depth(parts, value)
+        for key, item in value.items():
+            if type(key) is not str and not isinstance(key, str):
+                raise JobError(_path(parts), key, "object keys must be strings")
+            if not key.isascii():
+                _check_text(parts, key, what="an object key")
+            parts.append(key)
+            _check(item, parts)
+            parts.pop()
+    elif kind is list or isinstance(value, list):
+        _check_depth(parts, value)
+        for i, item in enumerate(value):
+            parts.append(i)
+            _check(item, parts)
+            parts.pop()
+    elif value is None or kind is bool:
+        pass
+    elif kind is int or (isinstance(value, int) and not isinstance(value, bool)):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise JobError(_path(parts), value, "integer out of range (JSON writers take -2**63 .. 2**64-1)")
+    elif kind is float:  # a subclass (numpy.float64) is not JSON to the writer
+        if not math.isfinite(value):
+            raise JobError(_path(parts), value, "numbers must be finite (JSON has no NaN or infinity)")
+    elif isinstance(value, str):
+        _check_text(parts, value)
+    else:
+        raise JobError(
+            _path(parts),
+            value,
+            f"not a JSON value: {type(value).__name__} "
+            "(use a string, number, boolean, null, array or object)",
+        )
+
+
+def _path(parts: _Parts) -> str:
+    """The dotted path of ``parts``; the document itself is ``document``."""
+    path = ""
+    for part in parts:
+        path = f"{path}[{part}]" if isinstance(part, int) else key_path(path, part)
+    return path or "document"
 
 
 def key_path(path: str, key: str) -> str:
@@ -90,19 +113,18 @@ def _breaks(c: str) -> bool:
     return n < 0x20 or 0x7F <= n <= 0x9F or n in (0x2028, 0x2029)
 
 
-def _check_depth(path: str, value: Any, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise JobError(path, value, f"nested deeper than {MAX_DEPTH} levels of arrays and objects")
+def _check_depth(parts: _Parts, value: Any) -> None:
+    # The document is level 1, so a container at len(parts) holds level len(parts) + 1.
+    if len(parts) + 1 > MAX_DEPTH:
+        raise JobError(_path(parts), value, f"nested deeper than {MAX_DEPTH} levels of arrays and objects")
 
 
-def _check_text(path: str, text: str, what: str = "the text") -> None:
-    if text.isascii():
-        return
+def _check_text(parts: _Parts, text: str, what: str = "the text") -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise JobError(
-            path,
+            _path(parts),
             text,
             f"{what} contains a lone surrogate {text[exc.start]!r} at {exc.start}: it cannot be "
             "encoded as UTF-8, written as JSON or passed to a process",
