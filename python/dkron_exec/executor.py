@@ -19,7 +19,7 @@ from .errors import ExecutorClosedError
 from .execution import Execution
 from .job import Job
 from .spool import default_spool_dir, remove_stale_spools
-from .store import DEFAULT_RETENTION, SQLiteStore, Store, default_store_path
+from .store import DEFAULT_RETENTION, SQLiteStore, Store
 
 JobLike = Job | Mapping[str, Any] | str | bytes
 OutputCallback = Callable[[bytes, bool], None]
@@ -87,7 +87,9 @@ class Executor:
 
     ``store`` is a path to an SQLite file, ``":memory:"``, or a store object (the
     :class:`~dkron_exec.store.Store` protocol: an :class:`SQLiteStore`, or one written in Python);
-    None means the default file (``default_store_path()``). ``node_name`` defaults to the host
+    None means the default file (``default_store_path()``). A path's folder must exist (else a
+    StoreError names it); only the default location under the user's data folder has its folders
+    created (:meth:`SQLiteStore.default`). ``node_name`` defaults to the host
     name. ``output_limit`` bounds the output kept per execution (the tail is kept, as Dkron's
     256,000 bytes). ``retry_backoff`` is the base of Dkron's retry delay, in seconds.
     ``worker_threads`` sizes the Rust engine that supervises runs started with ``run_async``.
@@ -120,8 +122,10 @@ class Executor:
     ) -> None:
         if isinstance(output_limit, bool) or not isinstance(output_limit, int) or output_limit < 0:
             raise ValueError(f"output_limit must be a non-negative integer, got {output_limit!r}")
-        if store is None or isinstance(store, (str, os.PathLike)):
-            store = SQLiteStore(default_store_path() if store is None else store, retention=retention)
+        if store is None:
+            store = SQLiteStore.default(retention=retention)
+        elif isinstance(store, (str, os.PathLike)):
+            store = SQLiteStore(store, retention=retention)
         elif not isinstance(store, Store):
             raise TypeError(f"store must be a path or an object with the Store methods, got {store!r}")
         self.store: Store = store
