@@ -9,7 +9,9 @@ Python: a host and a plugin in plain Python, JSON lines over a pipe with the out
 (``_jsonl_plugin.py``). C: ``c/pingpong.c``, two processes echoing the same frames over a
 socketpair, no host and no JSON parsing (the limit of the transport). Go (when ``go`` is on PATH, Python SDK
 figures): Dkron v4.0.5's own plugin client calling Dkron's minimal Go processor (``_go.py``), the plugin
-stack dkron_exec replaces.
+stack dkron_exec replaces. Dkron's Go processor (``plugin-goproc-*``, when ``go`` is on PATH): the same
+no-op Go processor called by dkron_exec's host (go-plugin net/rpc over yamux, spoken in Rust) and by Dkron's
+own Go client, in the same run.
 """
 
 from __future__ import annotations
@@ -64,7 +66,16 @@ def plugin_files(results: Path) -> dict[str, Path]:
     tmp_py.chmod(0o755)
     tmp_c.replace(cecho)
     tmp_py.replace(pyecho)
-    return {"cecho": cecho, "pyecho": pyecho}
+    files = {"cecho": cecho, "pyecho": pyecho}
+    if _go.go() is not None:
+        # Dkron's no-op Go processor, linked under a plugin name (the host speaks its go-plugin protocol).
+        goproc = folder / "dkron-processor-goproc"
+        tmp_go = goproc.with_suffix(f".tmp{os.getpid()}")
+        tmp_go.unlink(missing_ok=True)
+        tmp_go.symlink_to(_go.build(results)["noopproc"])
+        tmp_go.replace(goproc)
+        files["goproc"] = goproc
+    return files
 
 
 @cache
@@ -138,7 +149,8 @@ def figure(env: Env, label: str, size: int, plugin: str, jsonl: JsonLinesPlugin,
         return _go.processor_calls_per_second(size, go_seconds, env.results)
 
     sdk = plugin == "pyecho"
-    kind = "Python SDK plugin" if sdk else "C plugin"
+    kinds = {"pyecho": "Python SDK plugin", "cecho": "C plugin", "goproc": "Dkron's Go processor (go-plugin)"}
+    kind = kinds[plugin]
     subjects = [
         Subject("dkron_exec", rate(n, 1, dkron), f"the plugin step in the Rust chain, {kind}"),
         Subject("python", rate(n_python, 1, timed_loop(plain)), "JSON lines over a pipe, base64 output"),
@@ -147,7 +159,11 @@ def figure(env: Env, label: str, size: int, plugin: str, jsonl: JsonLinesPlugin,
     if sdk and go:
         note = "Dkron v4.0.5's Go plugin client calling Dkron's minimal Go processor (net/rpc + gob, yamux)"
         subjects.append(Subject("go", go_rate, note))
-    if size > 4096:
+    if plugin == "goproc":
+        note = "Dkron v4.0.5's Go plugin client calling the same Go processor"
+        subjects = [subjects[0], Subject("go", go_rate, note)]
+        targets = [Target("ratio", 1.0, "go", "Dkron's Go processor: dkron_exec's host vs Dkron's client")]
+    elif size > 4096:
         targets = [Target("ratio", 0.7, "c", "plugin round trip vs C ping-pong")]
     elif sdk:
         targets = [
@@ -175,7 +191,7 @@ def figures(env: Env) -> list[Figure]:
     else:
         print("[note] plugin: go is not on PATH: the Go plugin baseline is left out", file=sys.stderr)
     jsonl = JsonLinesPlugin()
-    plugins = ("pyecho", "cecho")
+    plugins = ("pyecho", "cecho", *(("goproc",) if go else ()))
     return [figure(env, label, size, p, jsonl, go) for p in plugins for label, size in SIZES.items()]
 
 

@@ -6,6 +6,8 @@ set -euo pipefail
 need=()
 command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+# rsyslog's RELP input (imrelp) for the RELP transport's tests.
+compgen -G '/usr/lib/*/rsyslog/imrelp.so' >/dev/null || [ -e /usr/lib/rsyslog/imrelp.so ] || need+=(rsyslog-relp)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -1,8 +1,11 @@
-"""A real rsyslog daemon for tests: its own unix datagram socket and loopback TCP/UDP ports,
-writing every message it parses to one file, one line per message (see ``TEMPLATE``)."""
+"""A real rsyslog daemon for tests: its own unix datagram socket and loopback TCP/UDP ports (and,
+optionally, a RELP port through imrelp), writing every message it parses to one file, one line
+per message (see ``TEMPLATE``)."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -29,11 +32,45 @@ template(name="dbg" type="string" string="{template}")
 action(type="omfile" file="{run}/out.log" template="dbg")
 """
 
+RELP_CONFIG = """\
+module(load="imrelp")
+input(type="imrelp" address="127.0.0.1" port="{port}")
+"""
+
+# The UTF-8 byte order mark that starts an RFC 5424 MSG in UTF-8; rsyslog keeps it in %msg%.
+BOM = "\ufeff"
+
 
 def rsyslogd_path() -> str | None:
     return shutil.which("rsyslogd") or next(
         (p for p in ("/usr/sbin/rsyslogd", "/sbin/rsyslogd") if os.access(p, os.X_OK)), None
     )
+
+
+def imrelp_available() -> bool:
+    """Whether rsyslog's RELP input module (Debian: rsyslog-relp) is installed."""
+    patterns = ("/usr/lib/*/rsyslog/imrelp.so", "/usr/lib/rsyslog/imrelp.so", "/usr/lib64/rsyslog/imrelp.so")
+    return any(glob.glob(p) for p in patterns)
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        return int(tcp.getsockname()[1])
+
+
+def relp_send(port: int, message: bytes, timeout: float = 1.0) -> None:
+    """One RELP session with one message, acknowledged (a probe; the library has its own client)."""
+    offers = b"relp_version=0\nrelp_software=syslogd.py\ncommands=syslog"
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"1 open %d %s\n" % (len(offers), offers) + b"2 syslog %d %s\n" % (len(message), message))
+        answers = b""
+        while b"\n2 rsp " not in answers:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise OSError(f"RELP session closed before the answer: {answers!r}")
+            answers += chunk
+        s.sendall(b"3 close 0\n")
 
 
 def free_port() -> int:
@@ -53,7 +90,7 @@ def free_port() -> int:
 
 @dataclass
 class Line:
-    """One message as the daemon stored it."""
+    """One message as the daemon stored it; ``bom``: MSG started with the UTF-8 BOM (not in ``msg``)."""
 
     pri: int
     host: str
@@ -62,6 +99,7 @@ class Line:
     msgid: str
     sd: str
     msg: str
+    bom: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Line:
@@ -69,15 +107,24 @@ class Line:
         # sd= may contain spaces: everything between "sd=" and " msg=".
         head, _, sd = head.partition(" sd=")
         fields = dict(part.split("=", 1) for part in head.split(" "))
+        bom = msg.startswith(BOM)
         return cls(
-            int(fields["pri"]), fields["host"], fields["app"], fields["procid"], fields["msgid"], sd, msg
+            int(fields["pri"]),
+            fields["host"],
+            fields["app"],
+            fields["procid"],
+            fields["msgid"],
+            sd,
+            msg.removeprefix(BOM),
+            bom,
         )
 
 
 class Syslogd:
-    """``rsyslogd -n`` on ``<dir>/log.sock`` and 127.0.0.1:``port`` (TCP and UDP)."""
+    """``rsyslogd -n`` on ``<dir>/log.sock`` and 127.0.0.1:``port`` (TCP and UDP); with ``relp``,
+    imrelp on 127.0.0.1:``relp_port`` too. A restart keeps the ports."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, relp: bool = False) -> None:
         exe = rsyslogd_path()
         if exe is None:
             raise RuntimeError("rsyslogd is not installed (run scripts/install-system-deps.sh)")
@@ -88,7 +135,11 @@ class Syslogd:
         self.socket = self.dir / "log.sock"
         self.output = self.dir / "out.log"
         self.config = self.dir / "rsyslog.conf"
-        self.config.write_text(CONFIG.format(run=self.dir, port=self.port, template=TEMPLATE))
+        self.relp_port = free_tcp_port() if relp else None
+        config = CONFIG.format(run=self.dir, port=self.port, template=TEMPLATE)
+        if self.relp_port is not None:
+            config += RELP_CONFIG.format(port=self.relp_port)
+        self.config.write_text(config)
         self.proc: subprocess.Popen[bytes] | None = None
         self._probes = 0
 
@@ -108,11 +159,15 @@ class Syslogd:
             self._check_alive(deadline)
             time.sleep(0.02)
         # imudp and the file action may lag the TCP listener: probe until each input is heard.
-        for send in (self._probe_udp, self._probe_unix, self._probe_tcp):
+        probes = [self._probe_udp, self._probe_unix, self._probe_tcp]
+        if self.relp_port is not None:
+            probes.append(self._probe_relp)
+        for send in probes:
             self._probes += 1
             marker = f"syslogd-probe-{self._probes}"
             while True:
-                send(marker)
+                with contextlib.suppress(OSError):  # that input may not listen yet
+                    send(marker)
                 if self._wait_for(marker, 0.2):
                     break
                 self._check_alive(deadline)
@@ -132,7 +187,7 @@ class Syslogd:
         """Every message stored so far, probes left out."""
         if not self.output.exists():
             return []
-        text = self.output.read_text(errors="replace")
+        text = self.output.read_text(encoding="utf-8", errors="replace")
         return [Line.parse(t) for t in text.splitlines() if "syslogd-probe-" not in t]
 
     def wait_lines(self, count: int, timeout: float = 5.0) -> list[Line]:
@@ -173,6 +228,10 @@ class Syslogd:
     def _probe_unix(self, marker: str) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
             s.sendto(f"<14>probe: {marker}".encode(), str(self.socket))
+
+    def _probe_relp(self, marker: str) -> None:
+        assert self.relp_port is not None
+        relp_send(self.relp_port, f"<14>probe: {marker}".encode())
 
     def _probe_tcp(self, marker: str) -> None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:

@@ -103,3 +103,21 @@ def test_default_store_location(tmp_path: Path) -> None:
     r = cli("run", write_job(tmp_path, {"name": "d", "command": "true"}), env=env)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "xdg" / "dkron-exec" / "executions.db").exists()
+
+
+def test_store_path_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    job = write_job(tmp_path, {"name": "s", "command": "true"})
+    (tmp_path / "file").write_bytes(b"")
+    cases = {
+        str(tmp_path): "(it is a folder)",
+        str(tmp_path / "missing" / "s.db"): f"(its folder {tmp_path / 'missing'} does not exist)",
+        str(tmp_path / "file" / "s.db"): f"({tmp_path / 'file'} is not a folder)",
+    }
+    for store, cause in cases.items():
+        for args in (["run", job], ["executions", "s"]):
+            r = cli(*args, "--store", store)
+            assert r.returncode == 2, r
+            opening = f"dkron-exec: cannot open the store {store}: unable to open database file"
+            assert r.stderr == f"{opening} {cause}\n"
+            assert r.stdout == ""
+    assert not (tmp_path / "missing").exists()

@@ -226,6 +226,44 @@ def test_garbage_and_oversize_frames_kill_the_plugin(
     assert ex.execution("j", execution.key) is not None
 
 
+def test_a_plugin_that_never_says_hello_costs_only_the_call_that_waited(
+    tmp_path: Path, plugin_dir: Path
+) -> None:
+    # Issue 9: the process used to live on until the start timeout, failing every call meanwhile.
+    install(plugin_dir, "processor", "mute", "import time, sys\nprint('pid', flush=True)\ntime.sleep(3600)\n")
+    with Executor(
+        tmp_path / "store.db", plugin_dirs=[plugin_dir], plugin_timeout=1.0, plugin_start_timeout=120.0
+    ) as ex:
+        job = shell_job("j", "echo hello", processors={"mute": {}})
+        started = time.monotonic()
+        first = ex.run(job)
+        [err] = first.processor_errors
+        assert "handshake" in err and "mute" in err, err
+        assert time.monotonic() - started < 30
+        # Killed at the call's deadline, not at the 120 s start timeout.
+        deadline = time.monotonic() + 10
+        while ex.plugins.pid("processor", "mute") is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ex.plugins.pid("processor", "mute") is None
+        assert not [p for p in _processes_running("dkron-processor-mute")], "the mute plugin is still running"
+        second = ex.run(job)
+        assert second.processor_errors and "handshake" in second.processor_errors[0]
+
+
+def _processes_running(marker: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if marker.encode() in cmdline and state not in ("Z", "X"):
+                pids.append(int(entry))
+    return pids
+
+
 def test_print_noise_goes_to_logging_not_the_channel(
     ex: Executor, plugin_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -172,6 +172,36 @@ def test_processor_refuses_an_escaping_key(executor: Executor, tmp_path: Path) -
     assert listing(tmp_path) == []
 
 
+def test_a_link_planted_as_the_job_folder_is_refused_and_recorded(executor: Executor, tmp_path: Path) -> None:
+    # Issue 9: with per_job_dir, a link at <log_dir>/<job> pointing outside used to be followed.
+    log_dir, outside = tmp_path / "logs", tmp_path / "outside"
+    log_dir.mkdir()
+    outside.mkdir()
+    (log_dir / "victim").symlink_to(outside)
+    files = {"log_dir": str(log_dir), "per_job_dir": "true"}
+    e = executor.run(shell_job("victim", "echo secret", processors={"files": files}))
+    assert e.success and e.output == b"secret\n"
+    [error] = e.processor_errors
+    assert error.startswith("files: refused to write in ") and str(log_dir / "victim") in error, error
+    assert "symbolic link" in error
+    assert list(outside.iterdir()) == []
+    assert executor.execution("victim", e.key) == e
+
+
+def test_a_link_planted_as_the_log_file_is_replaced_not_written_through(
+    executor: Executor, tmp_path: Path
+) -> None:
+    target = tmp_path / "target"
+    target.write_bytes(b"precious")
+    execution = an_execution()
+    (tmp_path / f"{execution.key}.log").symlink_to(target)
+    after = executor.process(files_job(log_dir=str(tmp_path)), execution)
+    assert after.processor_errors == []
+    assert target.read_bytes() == b"precious"
+    assert not Path(os.fsdecode(after.output)).is_symlink()
+    assert written(after) == execution.output
+
+
 def test_names_with_dots_inside_are_fine(tmp_path: Path) -> None:
     path = write_log_file(tmp_path, "1-node..x", b"ok", job="..job..")
     assert path == tmp_path / "..job.." / "1-node..x.log"

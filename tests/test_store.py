@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,6 +88,7 @@ def test_threads_write_at_once(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
+import tempfile
 from dkron_exec import Executor
 with Executor(sys.argv[1], node_name="p" + sys.argv[2], retention=1000) as ex:
     for i in range(25):
@@ -203,14 +207,102 @@ def test_store_errors_name_the_path_and_cause(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=folder) as info:
         SQLiteStore(tmp_path)
     assert isinstance(info.value, OSError) and isinstance(info.value, DkronExecError)
-    store = SQLiteStore(tmp_path / "a" / "b" / "created.db")
-    assert (tmp_path / "a" / "b" / "created.db").is_file()
+    store = SQLiteStore(tmp_path / "created.db")
     store.close()
     store.close()
     with pytest.raises(StoreError, match="is closed"):
         store.put(make("a", 1))
     with pytest.raises(StoreError, match="is closed"):
         store.list("a")
+
+
+def test_a_missing_folder_is_named_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "executions.db"
+    with pytest.raises(StoreError) as info:
+        SQLiteStore(path)
+    assert str(info.value) == (
+        f"cannot open the store {path}: unable to open database file "
+        f"(its folder {path.parent} does not exist)"
+    )
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(StoreError, match="does not exist"):
+        Executor(path)
+
+
+def test_a_file_in_the_way_is_named(tmp_path: Path) -> None:
+    file = tmp_path / "plain-file"
+    file.write_bytes(b"")
+    for path in (file / "executions.db", file / "sub" / "executions.db"):
+        with pytest.raises(StoreError) as info:
+            SQLiteStore(path)
+        assert str(info.value) == (
+            f"cannot open the store {path}: unable to open database file ({file} is not a folder)"
+        )
+
+
+def _open_in_child(path: Path, uid: int | None) -> str:
+    """Opens the store in a forked child (as ``uid`` when given: root ignores permissions) and
+    returns the error's message, or "opened"."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave without running any Python clean-up
+        try:
+            os.close(read)
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            try:
+                SQLiteStore(path).close()
+                message = "opened"
+            except StoreError as exc:
+                message = str(exc)
+            os.write(write, message.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+def test_a_read_only_folder_is_named() -> None:
+    # Under /tmp (not pytest's private tmp_path) so that an unprivileged child can reach it.
+    folder = Path(tempfile.mkdtemp(prefix="dkron-ro-"))
+    try:
+        folder.chmod(0o555)
+        path = folder / "executions.db"
+        as_uid = 65534 if os.geteuid() == 0 else None  # nobody: root would write anyway
+        message = _open_in_child(path, as_uid)
+        assert message == (
+            f"cannot open the store {path}: unable to open database file "
+            f"(its folder {folder} is not writable)"
+        )
+        assert not path.exists()
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+def test_only_the_default_location_gets_its_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DKRON_EXEC_STORE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    with Executor() as executor:
+        assert executor.store.path == str(tmp_path / "data" / "dkron-exec" / "executions.db")
+    assert (tmp_path / "data" / "dkron-exec" / "executions.db").is_file()
+    # $DKRON_EXEC_STORE is a path given by the user: its folder must exist, like any other.
+    explicit = tmp_path / "typo" / "executions.db"
+    monkeypatch.setenv("DKRON_EXEC_STORE", str(explicit))
+    with pytest.raises(StoreError, match=r"its folder .*typo does not exist"):
+        SQLiteStore.default()
+    assert not explicit.parent.exists()
+    # A default folder that cannot be made is named too.
+    monkeypatch.delenv("DKRON_EXEC_STORE")
+    (tmp_path / "file").write_bytes(b"")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "file"))
+    with pytest.raises(StoreError, match=rf"cannot create its folder {tmp_path}/file/dkron-exec: "):
+        Executor()
 
 
 def test_the_store_protocol() -> None:

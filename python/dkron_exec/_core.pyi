@@ -226,11 +226,16 @@ class SyslogSink:
         """Sends one execution with the GIL released; returns the number of messages written.
         Raises OSError when the daemon cannot be reached (after one reconnect)."""
 
-    def close(self) -> None: ...
+    def close(self) -> str | None:
+        """Closes the connection after trying to deliver the RELP messages still waiting;
+        returns what could not be delivered (dropped), or None."""
     @property
     def destination(self) -> str: ...
     @property
     def connected(self) -> bool: ...
+    @property
+    def waiting(self) -> int:
+        """RELP: how many messages wait in the resend queue."""
 
 # -- the plugin host ---------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from .errors import ExecutorClosedError
 from .execution import Execution
 from .job import Job
 from .spool import default_spool_dir, remove_stale_spools
-from .store import DEFAULT_RETENTION, SQLiteStore, Store, default_store_path
+from .store import DEFAULT_RETENTION, SQLiteStore, Store
 
 JobLike = Job | Mapping[str, Any] | str | bytes
 OutputCallback = Callable[[bytes, bool], None]
@@ -88,7 +88,9 @@ class Executor:
 
     ``store`` is a path to an SQLite file, ``":memory:"``, or a store object (the
     :class:`~dkron_exec.store.Store` protocol: an :class:`SQLiteStore`, or one written in Python);
-    None means the default file (``default_store_path()``). ``node_name`` defaults to the host
+    None means the default file (``default_store_path()``). A path's folder must exist (else a
+    StoreError names it); only the default location under the user's data folder has its folders
+    created (:meth:`SQLiteStore.default`). ``node_name`` defaults to the host
     name. ``output_limit`` bounds the output kept per execution (the tail is kept, as Dkron's
     256,000 bytes). ``retry_backoff`` is the base of Dkron's retry delay, in seconds.
     ``worker_threads`` sizes the Rust engine that supervises runs started with ``run_async``.
@@ -98,7 +100,10 @@ class Executor:
     Plugins (``dkron-processor-NAME``, ``dkron-executor-NAME``) are found in ``/etc/dkron/plugins``,
     the Python executable's folder, then ``plugin_dirs`` (last found wins); a built-in of the same
     name wins over a plugin. ``plugin_timeout`` bounds each plugin processor call and
-    ``plugin_start_timeout`` a plugin's start-up, in seconds.
+    ``plugin_start_timeout`` a plugin's start-up (launch to handshake), in seconds. A call waits
+    for a starting plugin within its own deadline: a plugin that has not completed its handshake
+    when a waiting call's ``plugin_timeout`` expires is killed then, and the next call starts a
+    fresh one (so ``plugin_timeout`` must cover a plugin's start-up as well as its answer).
 
     Nothing a job starts outlives it: each run is contained in a cgroup of its own where the
     machine allows it (``cgroups=False``, or ``DKRON_EXEC_CGROUP=off``, forces the process-group
@@ -124,8 +129,10 @@ class Executor:
     ) -> None:
         if isinstance(output_limit, bool) or not isinstance(output_limit, int) or output_limit < 0:
             raise ValueError(f"output_limit must be a non-negative integer, got {output_limit!r}")
-        if store is None or isinstance(store, (str, os.PathLike)):
-            store = SQLiteStore(default_store_path() if store is None else store, retention=retention)
+        if store is None:
+            store = SQLiteStore.default(retention=retention)
+        elif isinstance(store, (str, os.PathLike)):
+            store = SQLiteStore(store, retention=retention)
         elif not isinstance(store, Store):
             raise TypeError(f"store must be a path or an object with the Store methods, got {store!r}")
         self.store: Store = store

@@ -4,7 +4,10 @@
 fields, read-only ones included) and validate it; every problem is a :class:`~dkron_exec.errors.JobError`
 whose ``field`` is a dotted path such as ``executor_config.timeout`` or ``processors.files.forward``.
 ``Job.from_dict(d).to_dict()`` gives ``d`` back (same keys, same values after the normalisation below);
-fields this module does not know are kept in :attr:`Job.extra` and written back.
+fields this module does not know are kept in :attr:`Job.extra` and written back. Before any field is read,
+every value must be JSON that writes back and text a process can take (:mod:`dkron_exec.document`: at most
+64 levels of nesting, 64-bit integers, finite floats, no lone surrogates), so that a bad document is a
+JobError whatever the value, and ``Job.from_json(job.to_json()) == job`` for every job that loads.
 
 Differences from Dkron, on purpose:
 
@@ -45,6 +48,7 @@ from typing import Any
 import orjson
 
 from . import _core
+from .document import check_document, key_path
 from .errors import JobError
 from .schedule import Schedule, ScheduleError, load_timezone, parse_rfc3339
 
@@ -65,6 +69,7 @@ _SHELL_KEYS = tuple(_core.SHELL_KEYS)  # the short form's top-level keys
 _CONCURRENCY = ("", "allow", "forbid")
 _SHORT_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")  # Go layout 2006-01-02T15:04, read as UTC
 _SLUG_EXTRA = frozenset("0123456789_-")
+_MAX_RETRIES = 2**32 - 1  # Dkron's uint; the runtime counts attempts in 32 bits
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ def _config_map(path: str, value: Any) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(key, str):
             raise JobError(path, key, "keys must be strings")
-        out[key] = _config_string(f"{path}.{key}", item)
+        out[key] = _config_string(key_path(path, key), item)
     return out
 
 
@@ -140,7 +145,7 @@ def _string_map(path: str, value: Any) -> dict[str, str]:
         if not isinstance(key, str):
             raise JobError(path, key, "keys must be strings")
         if not isinstance(item, str):
-            raise JobError(f"{path}.{key}", item, "must be a string")
+            raise JobError(key_path(path, key), item, "must be a string")
     return dict(value)
 
 
@@ -254,6 +259,7 @@ class Job:
         if not isinstance(d, Mapping):
             raise JobError("document", d, "a job document must be a JSON object")
         doc = dict(d)
+        check_document(doc)  # JSON that writes back, text a process can take: before any field is read
         nulls = frozenset(key for key in _FIELD_ORDER if key in doc and doc[key] is None)
         name = _check_name(doc.get("name"))
         strings = {}
@@ -271,8 +277,8 @@ class Job:
         retries = doc.get("retries")
         if retries is None:
             retries = 0
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise JobError("retries", retries, "must be a non-negative integer")
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= _MAX_RETRIES:
+            raise JobError("retries", retries, f"must be an integer from 0 to {_MAX_RETRIES}")
         dependent = doc.get("dependent_jobs")
         if dependent is None:
             dependent = []
@@ -285,9 +291,9 @@ class Job:
         for proc_name, proc_config in (processors or {}).items():
             if not isinstance(proc_config, Mapping):
                 raise JobError(
-                    f"processors.{proc_name}", proc_config, "a processor's config must be an object"
+                    key_path("processors", proc_name), proc_config, "a processor's config must be an object"
                 )
-            processor_configs[proc_name] = _config_map(f"processors.{proc_name}", proc_config)
+            processor_configs[proc_name] = _config_map(key_path("processors", proc_name), proc_config)
         executor_config = _config_map("executor_config", doc.get("executor_config"))
         executor, paths = cls._merge_short_form(doc, strings["executor"], executor_config)
 
@@ -404,7 +410,14 @@ class Job:
         """The job's executor and processors as the Rust core runs them, parsed from the
         current fields (rebuilt after an edit; JobError if the edit made them invalid)."""
         cached = self._plan_cache
-        if cached is None or cached[0] != self._plan_fingerprint():
+        try:
+            fingerprint = self._plan_fingerprint()
+        except TypeError:
+            # An edit put in a value JSON cannot hold (a lone surrogate, a huge int): the
+            # document's rules name the field.
+            self.validate()
+            raise
+        if cached is None or cached[0] != fingerprint:
             cached = self._plan_cache = self._build_plan()
         return cached[1]
 
@@ -478,7 +491,8 @@ class Job:
 
         ``None`` when the job is disabled, has no schedule, is a child job (Dkron runs those after their
         parent, not on their own schedule), or will not fire again inside its window. Like Dkron, a run at
-        exactly ``starts_at`` or ``expires_at`` counts as inside.
+        exactly ``starts_at`` or ``expires_at`` counts as inside. A run past year 9999 (where ``datetime``
+        ends) is ``None`` too.
         """
         if self.disabled or not self.schedule or self.parent_job:
             return None
@@ -487,9 +501,11 @@ class Job:
         start = after
         if self.starts_at is not None and after < _aware(self.starts_at):
             start = _aware(self.starts_at) - timedelta(microseconds=1)  # so a run at starts_at itself counts
-        found = schedule.next(start)
-        if found is None:
+        try:
+            found = schedule.next(start)
+            if found is None or (self.expires_at is not None and found > _aware(self.expires_at)):
+                return None
+            return found.astimezone(after.tzinfo)
+        except (OverflowError, ValueError):
+            # The next run lies past year 9999, where datetime ends: for us it never comes.
             return None
-        if self.expires_at is not None and found > _aware(self.expires_at):
-            return None
-        return found.astimezone(after.tzinfo)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from . import _core
+from .errors import StoreError
 from .execution import Execution
 
 DEFAULT_RETENTION = 100
@@ -43,6 +44,10 @@ def default_store_path() -> Path:
     explicit = os.environ.get("DKRON_EXEC_STORE")
     if explicit:
         return Path(explicit)
+    return _data_home_store_path()
+
+
+def _data_home_store_path() -> Path:
     data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(data_home) / "dkron-exec" / "executions.db"
 
@@ -50,10 +55,29 @@ def default_store_path() -> Path:
 class SQLiteStore:
     """Executions in an SQLite database, newest ``retention`` per job.
 
-    Missing parent folders of ``path`` are created. Failures raise ``StoreError`` (an
-    ``OSError``) naming the path and the cause. ``core`` is the Rust store, which the run
-    pipeline writes to without going through Python.
+    The folder of ``path`` must exist: a missing folder is a ``StoreError`` that names it, so a
+    mistyped path does not grow a folder tree somewhere. Only the default location under the
+    user's data folder (:meth:`default`) has its folders created. Failures raise ``StoreError``
+    (an ``OSError``), one line naming the path and the cause: the path is a folder, its folder is
+    missing, read-only or a file. ``core`` is the Rust store, which the run pipeline writes to
+    without going through Python.
     """
+
+    @classmethod
+    def default(cls, *, retention: int = DEFAULT_RETENTION) -> SQLiteStore:
+        """The store at :func:`default_store_path`. Under the user's data folder
+        (``$XDG_DATA_HOME/dkron-exec``) missing folders are created; a path given by
+        ``$DKRON_EXEC_STORE`` is treated like any explicit path (its folder must exist)."""
+        path = default_store_path()
+        if path == _data_home_store_path():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot open the store {path}: cannot create its folder {path.parent}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        return cls(path, retention=retention)
 
     def __init__(
         self, path: str | os.PathLike[str] = ":memory:", *, retention: int = DEFAULT_RETENTION

@@ -117,6 +117,18 @@ impl LogHost for PythonLogHost {
             }
         });
     }
+
+    fn warning(&self, logger: &str, message: &str) {
+        Python::attach(|py| {
+            let logged = py
+                .import("logging")
+                .and_then(|logging| logging.call_method1("getLogger", (logger,)))
+                .and_then(|log| log.call_method1("warning", ("%s", message)));
+            if let Err(err) = logged {
+                err.write_unraisable(py, None);
+            }
+        });
+    }
 }
 
 /// A store written in Python (the `Store` protocol) as the runtime's recorder: `put` is called

@@ -12,6 +12,7 @@ use pyo3::types::PyBytes;
 fn write_error(err: WriteError) -> PyErr {
     match &err {
         WriteError::Unsafe(u) => PyValueError::new_err(u.to_string()),
+        WriteError::Refused { .. } => PyOSError::new_err(err.to_string()),
         // OSError(errno, ...) picks the subclass (PermissionError, ...) from the errno.
         WriteError::Io { op, path, source } => match source.raw_os_error() {
             Some(errno) => {

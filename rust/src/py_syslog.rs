@@ -49,9 +49,16 @@ impl SyslogSink {
         py.detach(|| self.inner.send(&msg)).map_err(|e| PyOSError::new_err(e.to_string()))
     }
 
-    /// Closes the connection; a later send opens a new one.
-    fn close(&self, py: Python<'_>) {
-        py.detach(|| self.inner.close());
+    /// Closes the connection (a later send opens a new one), after trying to deliver the RELP
+    /// messages still waiting; returns what could not be delivered (dropped), or None.
+    fn close(&self, py: Python<'_>) -> Option<String> {
+        py.detach(|| self.inner.close())
+    }
+
+    /// RELP: how many messages wait in the resend queue.
+    #[getter]
+    fn waiting(&self) -> usize {
+        self.inner.waiting()
     }
 
     #[getter]

@@ -33,6 +33,34 @@ impl std::error::Error for ConfigError {}
 
 pub type Result<T> = std::result::Result<T, ConfigError>;
 
+/// `prefix.key`; a key that is empty, holds `. [ ] "` or breaks a line is quoted as a JSON
+/// string, `prefix["a.b"]`, so that a field is one line and reads back (the rule of the Python
+/// side's `document.key_path`).
+pub fn key_path(prefix: &str, key: &str) -> String {
+    let plain = !key.is_empty() && !key.chars().any(|c| matches!(c, '.' | '[' | ']' | '"') || breaks(c));
+    if plain {
+        return if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") };
+    }
+    let mut out = format!("{prefix}[\"");
+    for c in key.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if breaks(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push_str("\"]");
+    out
+}
+
+/// A control character (Unicode's Cc) or a line or paragraph separator.
+fn breaks(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
 /// One config map and the path its keys live under (`processors.files`).
 #[derive(Debug, Clone, Copy)]
 pub struct Config<'a> {
@@ -51,11 +79,7 @@ impl<'a> Config<'a> {
 
     /// The dotted path of `key`.
     pub fn field(&self, key: &str) -> String {
-        if self.prefix.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.prefix)
-        }
+        key_path(self.prefix, key)
     }
 
     pub fn error(&self, key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -121,6 +145,18 @@ mod tests {
         assert_eq!(c.duration("timeout").unwrap_err().field, "processors.files.timeout");
         assert_eq!(c.size("max_size").unwrap_err().value, "lots");
         assert_eq!(c.only(&["forward", "timeout"]).unwrap_err().field, "processors.files.max_size");
+    }
+
+    #[test]
+    fn keys_that_read_as_path_syntax_are_quoted() {
+        assert_eq!(key_path("processors.files", "max_size"), "processors.files.max_size");
+        assert_eq!(key_path("", "tags"), "tags");
+        assert_eq!(key_path("tags", "a.b"), r#"tags["a.b"]"#);
+        assert_eq!(key_path("x", ""), r#"x[""]"#);
+        assert_eq!(key_path("x", "a\n\"\\\u{85}\u{2028}é"), r#"x["a\u000a\"\\\u0085\u2028é"]"#);
+        let m = map(&[("a\nb", "1")]);
+        let err = Config::new(&m, "processors.files").only(&["forward"]).unwrap_err();
+        assert_eq!(err.field, r#"processors.files["a\u000ab"]"#);
     }
 
     #[test]

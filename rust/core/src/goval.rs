@@ -69,7 +69,7 @@ pub fn parse_duration(text: &str) -> Result<i64, Invalid> {
             .iter()
             .find(|(u, _)| *u == unit)
             .map(|(_, s)| *s)
-            .ok_or_else(|| bad(&format!("unknown unit '{unit}' (use ns, us, µs, ms, s, m or h)")))?;
+            .ok_or_else(|| bad(&format!("unknown unit '{}' (use ns, us, µs, ms, s, m or h)", unit.escape_debug())))?;
         let out_of_range = || bad("out of range (more than ~292 years)");
         let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| out_of_range())? };
         let mut value = whole.checked_mul(scale).ok_or_else(out_of_range)?;
@@ -130,7 +130,7 @@ pub fn parse_byte_size(text: &str) -> Result<u64, Invalid> {
         .iter()
         .find(|(u, _)| *u == unit)
         .map(|(_, s)| *s)
-        .ok_or_else(|| format!("unknown unit '{unit}' (use B, K/KB, M/MB, G/GB or T/TB)"))?;
+        .ok_or_else(|| format!("unknown unit '{}' (use B, K/KB, M/MB, G/GB or T/TB)", unit.escape_debug()))?;
     let value = number.parse::<f64>().map_err(|_| format!("bad number {number:?}"))? * scale as f64;
     if !value.is_finite() || value >= MAX as f64 {
         return Err("too large".into());

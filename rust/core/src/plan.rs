@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::chain::files::FilesConfig;
 use crate::chain::log::LogConfig;
-use crate::config::{Config, Result};
+use crate::config::{key_path, Config, ConfigError, Result};
 use crate::executors::ExecutorPlan;
 use crate::sinks::syslog::SyslogConfig;
 
@@ -49,6 +49,7 @@ impl JobPlan {
         retries: u32,
         forbid: bool,
     ) -> Result<Self> {
+        check_plugin_name("executor", executor)?;
         let executor = ExecutorPlan::parse(executor, &Config::new(executor_config, "executor_config"))?;
         let steps = processors.iter().map(|(name, map)| StepPlan::parse(name, map)).collect::<Result<_>>()?;
         Ok(Self { name: name.to_string(), executor, steps, retries, forbid })
@@ -70,7 +71,8 @@ impl JobPlan {
 
 impl StepPlan {
     fn parse(name: &str, map: &HashMap<String, String>) -> Result<Self> {
-        let prefix = format!("processors.{name}");
+        check_plugin_name("processors", name)?;
+        let prefix = key_path("processors", name);
         let c = Config::new(map, &prefix);
         let kind = match name {
             "files" => StepKind::Files(FilesConfig::parse(&c)?),
@@ -80,6 +82,15 @@ impl StepPlan {
         };
         Ok(Self { name: name.to_string(), forward: c.bool("forward", false)?, kind })
     }
+}
+
+/// A name that is not built in is the NAME of a `dkron-{executor,processor}-NAME` file, so it
+/// must be something a file name can end with.
+fn check_plugin_name(field: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.contains(['/', '\0']) {
+        return Err(ConfigError::new(field, name, "a name must be non-empty, without '/' or NUL (plugins are files named after it)"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -116,5 +127,13 @@ mod tests {
         // A plugin executor's keys are its own business (Dkron's http executor takes seconds).
         let plan = JobPlan::parse("j", "http", &map(&[("timeout", "30")]), &[], 0, false).unwrap();
         assert!(matches!(plan.executor, ExecutorPlan::Plugin(ref p) if p.timeout.is_none()));
+        // A plugin's name is part of a file name.
+        for bad in ["", "a/b", "../x", "a\0"] {
+            let err = JobPlan::parse("j", bad, &HashMap::new(), &[], 0, false).unwrap_err();
+            assert_eq!((err.field.as_str(), err.value.as_str()), ("executor", bad));
+            let procs = vec![(bad.to_string(), HashMap::new())];
+            let err = JobPlan::parse("j", "shell", &map(&[("command", "true")]), &procs, 0, false).unwrap_err();
+            assert_eq!((err.field.as_str(), err.value.as_str()), ("processors", bad));
+        }
     }
 }

@@ -561,7 +561,9 @@ impl Runtime {
         if let Some(host) = self.plugins() {
             host.close(Duration::from_secs(2));
         }
-        self.sinks.close();
+        for report in self.sinks.close() {
+            self.log_host.warning("dkron_exec.processors.syslog", &report);
+        }
     }
 }
 

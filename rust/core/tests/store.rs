@@ -175,12 +175,17 @@ fn two_connections_share_one_file() {
 }
 
 #[test]
-fn missing_folders_are_created() {
+fn a_missing_folder_is_named_not_created() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a/b/executions.db");
-    let store = SqliteStore::open(path.to_str().unwrap(), 10).unwrap();
-    store.put(&make("a", 1)).unwrap();
-    assert!(path.is_file());
+    let message = open_error(&path);
+    let expected = format!(
+        "cannot open the store {}: unable to open database file (its folder {} does not exist)",
+        path.display(),
+        dir.path().join("a/b").display()
+    );
+    assert_eq!(message, expected);
+    assert!(!dir.path().join("a").exists(), "no folder is made");
 }
 
 #[test]
@@ -211,17 +216,18 @@ fn a_folder_is_not_a_store() {
 }
 
 #[test]
-fn a_folder_that_cannot_be_created_is_named() {
+fn a_file_in_the_way_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain-file");
     std::fs::write(&file, b"").unwrap();
-    let message = open_error(&file.join("sub/executions.db"));
-    let expected = format!(
-        "cannot open the store {}/sub/executions.db: cannot create its folder {}/sub: ",
-        file.display(),
-        file.display()
-    );
-    assert!(message.starts_with(&expected), "{message}");
+    for path in [file.join("executions.db"), file.join("sub/executions.db")] {
+        let expected = format!(
+            "cannot open the store {}: unable to open database file ({} is not a folder)",
+            path.display(),
+            file.display()
+        );
+        assert_eq!(open_error(&path), expected);
+    }
 }
 
 #[test]

@@ -14,10 +14,12 @@ use std::path::{Component, Path, PathBuf};
 use super::{Processed, Step, StepContext};
 use crate::config::{Config, Result};
 use crate::execution::Execution;
-use crate::sinks::files::{self, Source, WriteOptions};
+use crate::sinks::files::{self, LogDir, Source, WriteOptions};
 
 pub const KEYS: [&str; 8] = ["log_dir", "per_job_dir", "keep", "full_output", "max_size", "fsync", "forward", "reporting_node"];
 pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
+const NAME_MAX: usize = 255;
+const PATH_MAX: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilesConfig {
@@ -93,6 +95,14 @@ fn parse_log_dir(c: &Config<'_>, text: &str) -> Result<PathBuf> {
     if path.components().any(|p| p == Component::ParentDir) {
         return Err(c.error("log_dir", text, "must not contain a '..' component"));
     }
+    // Linux's limits (NAME_MAX, PATH_MAX): a longer folder could never be opened.
+    if let Some(long) = path.iter().find(|part| part.len() > NAME_MAX) {
+        let why = format!("the component of {} bytes is longer than the {NAME_MAX} a file name may have", long.len());
+        return Err(c.error("log_dir", text, why));
+    }
+    if path.as_os_str().len() >= PATH_MAX {
+        return Err(c.error("log_dir", text, format!("longer than the {} bytes a path may have", PATH_MAX - 1)));
+    }
     Ok(path)
 }
 
@@ -146,10 +156,13 @@ impl Step for FilesStep {
         };
         let job = c.per_job_dir.then_some(e.job_name.as_str());
         let options = WriteOptions { max_size: c.max_size, fsync: c.fsync };
-        let path = files::write_log(&dir, job, &e.key, source, options).map_err(|err| err.to_string())?;
+        // A bad key is refused before any folder is created for it.
+        files::check_component("execution key", &e.key).map_err(|err| err.to_string())?;
+        let folder = LogDir::open(&dir, job).map_err(|err| err.to_string())?;
+        let path = folder.write(&e.key, source, options).map_err(|err| err.to_string())?;
         if let Some(keep) = c.keep {
             // The file is written: a failed clean-up must not cost the execution its path.
-            let _ = files::prune(path.parent().unwrap_or(&dir), keep);
+            let _ = folder.prune(keep);
         }
         Ok(Processed::Sunk { replacement: path_bytes(&path) })
     }
@@ -193,6 +206,12 @@ mod tests {
         ] {
             assert_eq!(parse(pairs).unwrap_err().field, field, "{pairs:?}");
         }
+        let long_part = format!("/tmp/{}", "a".repeat(256));
+        let long_path = "/tmp/a".repeat(700);
+        for text in [&long_part, &long_path] {
+            assert_eq!(parse(&[("log_dir", text)]).unwrap_err().field, "processors.files.log_dir");
+        }
+        assert!(parse(&[("log_dir", &format!("/tmp/{}", "a".repeat(255)))]).is_ok());
     }
 
     #[test]

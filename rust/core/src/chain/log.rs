@@ -45,6 +45,10 @@ pub trait Host: Send + Sync {
     fn flush_stdio(&self, fd: i32);
     /// The `logging` target: `block` without its last newline, at INFO after a success, ERROR after a failure.
     fn log_record(&self, success: bool, job: &str, key: &str, block: &[u8]);
+    /// A problem no execution is left to record (say, at close): a `logging` warning on `logger`.
+    fn warning(&self, logger: &str, message: &str) {
+        let _ = log::write_fd(2, format!("{logger}: {message}\n").as_bytes());
+    }
 }
 
 /// A host with no buffers of its own and no logger: records go to stderr.

@@ -26,11 +26,11 @@ impl Sinks {
         sinks.entry(config.clone()).or_insert_with(|| Arc::new(SyslogSink::new(config.clone()))).clone()
     }
 
-    /// Closes every connection (a later send opens a new one).
-    pub fn close(&self) {
-        for sink in self.by_config.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            sink.close();
-        }
+    /// Closes every connection (a later send opens a new one), after trying to deliver the
+    /// RELP messages still waiting; returns what could not be, one line per destination.
+    pub fn close(&self) -> Vec<String> {
+        let sinks: Vec<Arc<SyslogSink>> = self.by_config.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        sinks.iter().filter_map(|sink| sink.close()).map(|report| format!("syslog: {report}")).collect()
     }
 }
 

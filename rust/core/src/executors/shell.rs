@@ -36,6 +36,8 @@ pub struct ShellConfig {
     pub keep_daemons: bool,
 }
 
+const NUL_REASON: &str = "must not contain a NUL byte: a process cannot be given one";
+
 /// Go's `base64.StdEncoding`: padding required, bits after the last full byte ignored.
 const GO_STD_BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
@@ -54,6 +56,13 @@ impl ShellConfig {
         let command = config.get("command").unwrap_or_default();
         if py_trim(command).is_empty() {
             return Err(config.error("command", command, "the shell executor needs a non-empty command"));
+        }
+        // What becomes a process's argv, cwd, environment or user cannot hold a NUL byte:
+        // refused here rather than failing every run.
+        for key in ["command", "cwd", "env", "su"] {
+            if let Some(v) = config.get(key).filter(|v| v.contains('\0')) {
+                return Err(config.error(key, v, NUL_REASON));
+            }
         }
         let shell = match config.non_empty("shell") {
             None => false,
@@ -80,6 +89,10 @@ impl ShellConfig {
             None => Vec::new(),
             Some(text) => env::parse(config, text)?,
         };
+        // A JSON env can spell NUL as an escape (\u0000) that the raw text check above misses.
+        if let Some((name, value)) = env.iter().find(|(n, v)| n.contains('\0') || v.contains('\0')) {
+            return Err(config.error("env", config.get("env").unwrap_or_default(), format!("{NUL_REASON} (variable {name:?}={value:?})")));
+        }
         Ok(Self {
             command: command.to_string(),
             shell,
@@ -315,6 +328,12 @@ mod tests {
             (&[("env", r#"{"A=B": "1"}"#)], "executor_config.env", r#"{"A=B": "1"}"#),
             (&[("env", r#"{"": "1"}"#)], "executor_config.env", r#"{"": "1"}"#),
             (&[("env", r#"{"A": null}"#)], "executor_config.env.A", "null"),
+            (&[("command", "echo a\0b")], "executor_config.command", "echo a\0b"),
+            (&[("cwd", "/tmp/\0")], "executor_config.cwd", "/tmp/\0"),
+            (&[("env", "A=\0")], "executor_config.env", "A=\0"),
+            (&[("env", r#"{"A": "x\u0000"}"#)], "executor_config.env", r#"{"A": "x\u0000"}"#),
+            (&[("env", r#"["A\u0000=1"]"#)], "executor_config.env", r#"["A\u0000=1"]"#),
+            (&[("su", "ro\0ot")], "executor_config.su", "ro\0ot"),
         ];
         for (pairs, field, value) in cases {
             let err = parse(pairs).expect_err(&format!("{pairs:?} should fail"));

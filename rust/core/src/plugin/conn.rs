@@ -32,6 +32,8 @@ pub enum Report {
     Broken { generation: u64, error: CodecError },
     /// A call was given up; its answer is due by then, or the plugin is hung.
     CancelDue { generation: u64, due: Instant },
+    /// A caller gave up on a plugin that has no cancel (go-plugin): kill it, saying why.
+    GaveUp { generation: u64, kind: FailureKind, why: String },
 }
 
 /// One request on its way.

@@ -16,9 +16,9 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{self, Frame, MAX_FRAME};
-use super::conn::{CallError, Conn, Request, SLICE};
+use super::conn::{CallError, Request, SLICE};
 use super::logs::LogQueue;
-use super::supervisor::{CallSink, Cmd, Published, Supervisor};
+use super::supervisor::{CallSink, Cmd, Published, Ready, Supervisor};
 use super::{FailureKind, Kind, PluginFailure, PluginSpec};
 use crate::execution::Execution;
 
@@ -62,7 +62,7 @@ impl Plugin {
         deadline: Option<Instant>,
         timeout: Option<Duration>,
         interrupted: &mut dyn FnMut() -> bool,
-    ) -> Result<Arc<Conn>, PluginFailure> {
+    ) -> Result<Ready, PluginFailure> {
         if let Some(conn) = self.published.conn.lock().unwrap().clone() {
             if conn.usable() {
                 return Ok(conn);
@@ -70,7 +70,7 @@ impl Plugin {
         }
         let stopped = || self.failure(FailureKind::Stopped, "the plugin host is shutting down");
         let (reply, answer) = std::sync::mpsc::channel();
-        self.cmds.send(Cmd::Want { reply }).map_err(|_| stopped())?;
+        self.cmds.send(Cmd::Want { reply, deadline }).map_err(|_| stopped())?;
         loop {
             let slice = deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()).min(SLICE));
             match answer.recv_timeout(slice) {
@@ -79,7 +79,7 @@ impl Plugin {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                let why = format!("call timed out after {:?} (the plugin was not ready)", timeout.unwrap_or_default());
+                let why = format!("call timed out after {:?}: the plugin had not completed its handshake, and is killed", timeout.unwrap_or_default());
                 return Err(self.failure(FailureKind::Timeout, why));
             }
             if interrupted() {
@@ -101,7 +101,13 @@ impl Plugin {
     ) -> Result<Frame, PluginFailure> {
         // A channel that failed just before the call was sent is retried on the next process.
         for _ in 0..3 {
-            let conn = self.conn(deadline, timeout, interrupted)?;
+            let conn = match self.conn(deadline, timeout, interrupted)? {
+                Ready::Ours(conn) => conn,
+                Ready::Go(_) => {
+                    let why = "is a Dkron go-plugin processor: it only takes process calls";
+                    return Err(self.failure(FailureKind::Protocol, why));
+                }
+            };
             let req = Request { id, head, body, deadline, timeout, sink: sink.clone() };
             match conn.call(req, interrupted) {
                 Ok(frame) => return Ok(frame),
@@ -239,11 +245,14 @@ impl PluginHost {
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Execution, PluginFailure> {
         let plugin = self.plugin(Kind::Processor, name)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        if let Some(result) = process_go(&plugin, execution, output, config, deadline, timeout, interrupted) {
+            return result;
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let head = codec::execution_head("process", id, execution, Some(config))
             .and_then(|head| codec::finish_head(head, output.len(), self.config.max_frame))
             .map_err(|e| plugin.failure(FailureKind::Protocol, format!("request not sent: {e}")))?;
-        let deadline = timeout.map(|t| Instant::now() + t);
         let Frame { header, body } = plugin.call(id, &head, output, deadline, timeout, None, interrupted)?;
         let mut next = execution.clone_without_output();
         let empty = Map::new();
@@ -320,6 +329,31 @@ impl PluginHost {
         }
         self.logs.close();
     }
+}
+
+/// A process call on a Dkron go-plugin processor, or None when the plugin speaks our protocol
+/// (or has not started yet and turns out to speak it). Starts the plugin if it is not running;
+/// a channel that failed before the call was sent is retried on the next process.
+fn process_go(
+    plugin: &Plugin,
+    execution: &Execution,
+    output: &[u8],
+    config: &HashMap<String, String>,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Option<Result<Execution, PluginFailure>> {
+    for _ in 0..3 {
+        let client = match plugin.conn(deadline, timeout, interrupted) {
+            Ok(Ready::Go(client)) => client,
+            Ok(Ready::Ours(_)) => return None,
+            Err(failure) => return Some(Err(failure)),
+        };
+        if client.usable() {
+            return Some(client.process(execution, output, config, deadline, timeout, interrupted));
+        }
+    }
+    Some(Err(plugin.failure(FailureKind::Crashed, "the plugin kept failing before the call could be sent")))
 }
 
 impl Drop for PluginHost {

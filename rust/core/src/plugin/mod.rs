@@ -1,10 +1,12 @@
 //! The plugin host: plugin processes found on disk, driven over the framed protocol of
 //! docs/PROTOCOL.md. `codec` is the wire format, `spawn` the launch (socketpair on fd 3,
 //! death signal), `supervisor` one plugin's life (handshake, in-flight calls, timeouts,
-//! restarts), `host` the registry the binding talks to, `run` executor-plugin runs.
+//! restarts), `host` the registry the binding talks to, `run` executor-plugin runs;
+//! `goplugin` speaks Dkron's own (hashicorp/go-plugin) processors.
 
 pub mod codec;
 pub mod conn;
+pub mod goplugin;
 pub mod host;
 pub mod logs;
 pub mod spawn;

@@ -1,5 +1,6 @@
 //! Launching a plugin process: the RPC channel is one end of a socketpair, inherited as fd 3,
-//! so the plugin's stdout and stderr stay free for whatever it prints.
+//! so the plugin's stdout and stderr stay free for whatever it prints. The environment also
+//! carries go-plugin's settings, so Dkron's own plugins start the same way (`goplugin`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -45,6 +46,8 @@ pub fn launch(path: &Path, kind: Kind, name: &str, max_frame: usize) -> std::io:
         .env("DKRON_EXEC_PLUGIN_TYPE", kind.as_str())
         .env("DKRON_EXEC_PLUGIN_NAME", name)
         .env("DKRON_EXEC_MAX_FRAME", max_frame.to_string())
+        // go-plugin's side of the launch too: one binary of either kind starts with no config.
+        .envs(super::goplugin::ENV.iter().copied())
         // Its own group: Ctrl-C in the host's terminal does not reach it, and a kill of the
         // group also ends whatever it started.
         .process_group(0)

@@ -22,6 +22,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use super::codec::{self, header, CodecError, Frame};
 use super::conn::{Conn, Report};
+use super::goplugin::{self, GoClient};
 use super::logs::{LineSplitter, LogQueue};
 use super::spawn::{self, Launched};
 use super::{FailureKind, PluginFailure, PluginSpec, PROTOCOL_VERSIONS};
@@ -32,18 +33,54 @@ pub trait CallSink: Send + Sync {
     fn finish(&self, result: Result<Frame, PluginFailure>);
 }
 
-pub type ConnReply = std::sync::mpsc::Sender<Result<Arc<Conn>, PluginFailure>>;
+/// A plugin ready for calls: one of ours, or one of Dkron's (go-plugin net/rpc).
+#[derive(Clone)]
+pub enum Ready {
+    Ours(Arc<Conn>),
+    Go(Arc<GoClient>),
+}
+
+impl Ready {
+    pub fn usable(&self) -> bool {
+        match self {
+            Ready::Ours(c) => c.usable(),
+            Ready::Go(c) => c.usable(),
+        }
+    }
+    pub fn generation(&self) -> u64 {
+        match self {
+            Ready::Ours(c) => c.generation,
+            Ready::Go(c) => c.generation,
+        }
+    }
+    fn answered(&self) -> bool {
+        match self {
+            Ready::Ours(c) => c.answered.load(Ordering::Relaxed),
+            Ready::Go(c) => c.answered.load(Ordering::Relaxed),
+        }
+    }
+    fn fail(&self, failure: &PluginFailure) {
+        match self {
+            Ready::Ours(c) => c.fail(failure),
+            Ready::Go(c) => c.fail(failure),
+        }
+    }
+}
+
+pub type ConnReply = std::sync::mpsc::Sender<Result<Ready, PluginFailure>>;
 
 pub enum Cmd {
-    /// A caller wants a ready channel: the running one, or a new process.
-    Want { reply: ConnReply },
+    /// A caller wants a ready channel: the running one, or a new process. A process that has
+    /// not completed its handshake by the caller's `deadline` is killed then: a plugin that never
+    /// says hello costs the call that waited for it, not every call until the start timeout.
+    Want { reply: ConnReply, deadline: Option<std::time::Instant> },
     Stop { grace: Duration, done: std::sync::mpsc::Sender<()> },
 }
 
 /// What callers read without asking the supervisor.
 #[derive(Default)]
 pub struct Published {
-    pub conn: Mutex<Option<Arc<Conn>>>,
+    pub conn: Mutex<Option<Ready>>,
     pub pid: AtomicU32,
 }
 
@@ -52,13 +89,18 @@ const STDERR_TAIL: usize = 10;
 const LINE_MAX: usize = 64 * 1024;
 
 type Hello = (u64, UnixStream, Result<Option<Frame>, CodecError>);
+/// The first stdout line of a launch: a go-plugin handshake line, or just output.
+type FirstLine = (u64, String);
 
 struct Running {
     child: Child,
     pid: u32,
     generation: u64,
     /// None until the handshake is done.
-    conn: Option<Arc<Conn>>,
+    conn: Option<Ready>,
+    /// The first line on stdout, to quote when the handshake never comes.
+    first_line: Option<String>,
+    started: Instant,
     start_deadline: Instant,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     stderr_done: Option<oneshot::Receiver<()>>,
@@ -74,12 +116,16 @@ pub struct Supervisor {
     reports: mpsc::UnboundedReceiver<Report>,
     hellos_tx: mpsc::UnboundedSender<Hello>,
     hellos: mpsc::UnboundedReceiver<Hello>,
+    lines_tx: mpsc::UnboundedSender<FirstLine>,
+    lines: mpsc::UnboundedReceiver<FirstLine>,
     /// Bumped at every launch, so news about a dead instance is ignored.
     generation: u64,
     proc: Option<Running>,
     failures: u32,
     retry_at: Option<Instant>,
     waiters: Vec<ConnReply>,
+    /// The earliest deadline of the calls waiting for the current start-up.
+    waiter_deadline: Option<Instant>,
     /// When answers to cancelled calls are due (the plugin is hung if one is still missing).
     cancel_due: Vec<Instant>,
 }
@@ -88,6 +134,7 @@ enum Event {
     Cmd(Option<Cmd>),
     Report(Report),
     Hello(Hello),
+    FirstLine(FirstLine),
     Exited(std::io::Result<ExitStatus>),
     Tick,
 }
@@ -121,6 +168,7 @@ impl Supervisor {
     pub fn new(spec: Arc<PluginSpec>, logs: Arc<LogQueue>, published: Arc<Published>, cmds: mpsc::UnboundedReceiver<Cmd>) -> Self {
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let (hellos_tx, hellos) = mpsc::unbounded_channel();
+        let (lines_tx, lines) = mpsc::unbounded_channel();
         let who = format!("plugin {} '{}' ({})", spec.kind.as_str(), spec.name, spec.path.display()).into();
         Self {
             spec,
@@ -132,11 +180,14 @@ impl Supervisor {
             reports,
             hellos_tx,
             hellos,
+            lines_tx,
+            lines,
             generation: 0,
             proc: None,
             failures: 0,
             retry_at: None,
             waiters: Vec::new(),
+            waiter_deadline: None,
             cancel_due: Vec::new(),
         }
     }
@@ -148,6 +199,7 @@ impl Supervisor {
                 cmd = self.cmds.recv() => Event::Cmd(cmd),
                 Some(report) = self.reports.recv() => Event::Report(report),
                 Some(hello) = self.hellos.recv() => Event::Hello(hello),
+                Some(line) = self.lines.recv() => Event::FirstLine(line),
                 status = wait_child(self.proc.as_mut()) => Event::Exited(status),
                 _ = at(deadline) => Event::Tick,
             };
@@ -161,12 +213,14 @@ impl Supervisor {
                     let _ = done.send(());
                     return;
                 }
-                Event::Cmd(Some(Cmd::Want { reply })) => self.on_want(reply),
+                Event::Cmd(Some(Cmd::Want { reply, deadline })) => self.on_want(reply, deadline),
                 Event::Report(report) => self.on_report(report).await,
                 Event::Hello((generation, stream, frame)) if generation == self.generation => {
                     self.on_hello(stream, frame).await
                 }
                 Event::Hello(_) => {}
+                Event::FirstLine((generation, line)) if generation == self.generation => self.on_first_line(line).await,
+                Event::FirstLine(_) => {}
                 Event::Exited(status) => self.on_exit(status).await,
                 Event::Tick => self.on_tick().await,
             }
@@ -179,17 +233,25 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let handshake = self.proc.as_ref().filter(|p| p.conn.is_none()).map(|p| p.start_deadline);
+        let handshake = self.proc.as_ref().filter(|p| p.conn.is_none()).map(|p| match self.waiter_deadline {
+            Some(d) => d.min(p.start_deadline),
+            None => p.start_deadline,
+        });
         let retry = if self.proc.is_none() && !self.waiters.is_empty() { self.retry_at } else { None };
         [handshake, retry, self.cancel_due.iter().min().copied()].into_iter().flatten().min()
     }
 
-    fn on_want(&mut self, reply: ConnReply) {
+    fn on_want(&mut self, reply: ConnReply, deadline: Option<std::time::Instant>) {
         match self.proc.as_ref().and_then(|p| p.conn.as_ref()) {
-            Some(conn) if conn.usable() => {
-                let _ = reply.send(Ok(conn.clone()));
+            Some(ready) if ready.usable() => {
+                let _ = reply.send(Ok(ready.clone()));
             }
-            _ => self.waiters.push(reply),
+            _ => {
+                self.waiters.push(reply);
+                if let Some(d) = deadline.map(Instant::from_std) {
+                    self.waiter_deadline = Some(self.waiter_deadline.map_or(d, |w| w.min(d)));
+                }
+            }
         }
     }
 
@@ -200,6 +262,7 @@ impl Supervisor {
             Report::Broken { generation, error } if Some(generation) == current => {
                 self.fail_process(FailureKind::Protocol, format!("{error}; killed")).await
             }
+            Report::GaveUp { generation, kind, why } if Some(generation) == current => self.fail_process(kind, why).await,
             Report::Closed { generation } if Some(generation) == current => {
                 // Usually the plugin is exiting: give it a moment, so the error can say how.
                 let exited = match self.proc.as_mut() {
@@ -219,14 +282,30 @@ impl Supervisor {
         let now = Instant::now();
         if let Some(p) = &self.proc {
             if p.conn.is_none() && now >= p.start_deadline {
-                let why = format!("did not complete the handshake within {:?}; killed", self.spec.start_timeout);
+                let first = match &p.first_line {
+                    Some(line) => format!("its first stdout line was {line:?}"),
+                    None => "it printed nothing on stdout".into(),
+                };
+                let why = format!(
+                    "did not complete the handshake within {:?} (no hello on fd 3 and no go-plugin handshake line; {first}); killed",
+                    self.spec.start_timeout
+                );
                 self.fail_process(FailureKind::Start, why).await;
+                return;
+            }
+            if p.conn.is_none() && self.waiter_deadline.is_some_and(|d| now >= d) {
+                let waited = now.saturating_duration_since(p.started);
+                let why = format!("did not complete the handshake by the deadline of the call waiting for it ({waited:.1?} after start); killed");
+                self.fail_process(FailureKind::Timeout, why).await;
                 return;
             }
         }
         if self.cancel_due.iter().any(|d| *d <= now) {
             self.cancel_due.retain(|d| *d > now);
-            let hung = self.proc.as_ref().and_then(|p| p.conn.as_ref()).is_some_and(|c| c.overdue(now.into_std()));
+            let hung = match self.proc.as_ref().and_then(|p| p.conn.as_ref()) {
+                Some(Ready::Ours(c)) => c.overdue(now.into_std()),
+                _ => false,
+            };
             if hung {
                 let why = format!(
                     "hung: did not answer a timed-out or cancelled call within {:?} of the cancel; killed",
@@ -263,12 +342,13 @@ impl Supervisor {
         });
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump_lines(out, self.logs.clone(), self.spec.name.clone(), "stdout", None, None));
+            let first = Some((generation, self.lines_tx.clone()));
+            tokio::spawn(pump_lines(out, self.logs.clone(), self.spec.name.clone(), "stdout", None, None, first));
         }
         let (done_tx, done_rx) = oneshot::channel();
         if let Some(err) = child.stderr.take() {
             let t = Some(tail.clone());
-            tokio::spawn(pump_lines(err, self.logs.clone(), self.spec.name.clone(), "stderr", t, Some(done_tx)));
+            tokio::spawn(pump_lines(err, self.logs.clone(), self.spec.name.clone(), "stderr", t, Some(done_tx), None));
         }
         self.published.pid.store(pid, Ordering::Relaxed);
         self.proc = Some(Running {
@@ -276,6 +356,8 @@ impl Supervisor {
             pid,
             generation,
             conn: None,
+            first_line: None,
+            started: Instant::now(),
             start_deadline: Instant::now() + self.spec.start_timeout,
             stderr_tail: tail,
             stderr_done: Some(done_rx),
@@ -330,16 +412,76 @@ impl Supervisor {
             let p = self.proc.as_ref().expect("a hello comes from a running process");
             Conn::new(fd, p.generation, p.pid, limit, self.spec.max_frame, self.who.clone(), self.spec.cancel_grace, self.reports_tx.clone())
         });
-        let conn = match conn {
-            Ok(c) => Arc::new(c),
-            Err(e) => return self.fail_process(FailureKind::Start, format!("the channel could not be set up: {e}; killed")).await,
-        };
-        if let Some(p) = self.proc.as_mut() {
-            p.conn = Some(conn.clone());
+        match conn {
+            Ok(c) => self.ready(Ready::Ours(Arc::new(c))),
+            Err(e) => self.fail_process(FailureKind::Start, format!("the channel could not be set up: {e}; killed")).await,
         }
-        *self.published.conn.lock().unwrap() = Some(conn.clone());
+    }
+
+    /// The handshake is done: publish the channel and hand it to the callers waiting.
+    fn ready(&mut self, ready: Ready) {
+        if let Some(p) = self.proc.as_mut() {
+            p.conn = Some(ready.clone());
+        }
+        *self.published.conn.lock().unwrap() = Some(ready.clone());
+        self.waiter_deadline = None;
         for reply in self.waiters.drain(..) {
-            let _ = reply.send(Ok(conn.clone()));
+            let _ = reply.send(Ok(ready.clone()));
+        }
+    }
+
+    /// The first stdout line: a go-plugin handshake line starts Dkron's protocol; any other
+    /// line is output (kept, to explain a handshake that never comes).
+    async fn on_first_line(&mut self, line: String) {
+        let Some(p) = self.proc.as_mut() else { return };
+        if p.conn.is_some() {
+            return;
+        }
+        p.first_line = Some(line.clone());
+        if !goplugin::looks_like_handshake(&line) {
+            return;
+        }
+        let hs = match goplugin::parse_handshake(&line) {
+            Ok(hs) => hs,
+            Err(e) => {
+                let why = format!("printed a malformed go-plugin handshake line {line:?} ({e}); killed");
+                return self.fail_process(FailureKind::Start, why).await;
+            }
+        };
+        if hs.protocol != "netrpc" || self.spec.kind != super::Kind::Processor {
+            let why = format!(
+                "is a Dkron go-plugin {} speaking {}: dkron_exec runs Dkron's net/rpc processors, not yet its gRPC executors; killed",
+                self.spec.kind.as_str(),
+                hs.protocol
+            );
+            return self.fail_process(FailureKind::Start, why).await;
+        }
+        let generation = p.generation;
+        let deadline = p.start_deadline;
+        let (ends, gives_up) = (self.reports_tx.clone(), self.reports_tx.clone());
+        let connect = goplugin::Connect {
+            generation,
+            who: self.who.clone(),
+            name: self.spec.name.clone(),
+            logs: self.logs.clone(),
+            on_end: Box::new(move |error| {
+                let report = match error {
+                    None => Report::Closed { generation },
+                    Some(e) => Report::Broken { generation, error: CodecError::Malformed(e) },
+                };
+                let _ = ends.send(report);
+            }),
+            on_give_up: Box::new(move |kind, why| {
+                let _ = gives_up.send(Report::GaveUp { generation, kind, why });
+            }),
+        };
+        match tokio::time::timeout_at(deadline, GoClient::connect(&hs, connect)).await {
+            Ok(Ok(client)) => self.ready(Ready::Go(client)),
+            Ok(Err(e)) => self.fail_process(FailureKind::Start, format!("go-plugin handshake failed: {e}; killed")).await,
+            Err(_) => {
+                let why = format!("did not complete the go-plugin handshake within {:?}; killed", self.spec.start_timeout);
+                self.fail_process(FailureKind::Start, why).await
+            }
         }
     }
 
@@ -375,14 +517,14 @@ impl Supervisor {
         self.cancel_due.clear();
         self.published.pid.store(0, Ordering::Relaxed);
         let mut published = self.published.conn.lock().unwrap();
-        if published.as_ref().is_some_and(|c| c.generation == p.generation) {
+        if published.as_ref().is_some_and(|c| c.generation() == p.generation) {
             *published = None;
         }
         Some(p)
     }
 
     fn finish_proc(&mut self, p: &Running, failure: &PluginFailure) {
-        let answered = p.conn.as_ref().is_some_and(|c| c.answered.load(Ordering::Relaxed));
+        let answered = p.conn.as_ref().is_some_and(Ready::answered);
         if let Some(conn) = &p.conn {
             conn.fail(failure);
         }
@@ -407,6 +549,7 @@ impl Supervisor {
 
     /// Callers waiting for a process fail with the reason it failed.
     fn fail_waiters(&mut self, failure: &PluginFailure) {
+        self.waiter_deadline = None;
         for reply in self.waiters.drain(..) {
             let _ = reply.send(Err(failure.clone()));
         }
@@ -417,12 +560,20 @@ impl Supervisor {
         let failure = self.failure(FailureKind::Stopped, "the plugin host is shutting down");
         self.fail_waiters(&failure);
         let Some(mut p) = self.take_proc() else { return };
-        if let Some(conn) = &p.conn {
-            if let Ok(bytes) = codec::encode(&header([("type", json!("shutdown"))]), &[], usize::MAX) {
-                conn.send_nowait(&bytes);
+        match &p.conn {
+            Some(Ready::Ours(conn)) => {
+                if let Ok(bytes) = codec::encode(&header([("type", json!("shutdown"))]), &[], usize::MAX) {
+                    conn.send_nowait(&bytes);
+                }
+                conn.close_write();
+                conn.fail(&failure);
             }
-            conn.close_write();
-            conn.fail(&failure);
+            Some(Ready::Go(client)) => {
+                // go-plugin's polite stop: Control.Quit, then the same grace and kill.
+                let _ = timeout(grace, client.quit()).await;
+                client.fail(&failure);
+            }
+            None => {}
         }
         if timeout(grace, p.child.wait()).await.is_err() {
             spawn::kill_group(p.pid);
@@ -454,10 +605,19 @@ async fn pump_lines<R: AsyncRead + Unpin>(
     stream: &'static str,
     tail: Option<Arc<Mutex<VecDeque<String>>>>,
     done: Option<oneshot::Sender<()>>,
+    mut first: Option<(u64, mpsc::UnboundedSender<FirstLine>)>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut lines = LineSplitter::default();
     let mut emit = |line: String| {
+        // The supervisor sees the first line; a go-plugin handshake line is not output.
+        if let Some((generation, to)) = first.take() {
+            let handshake = goplugin::looks_like_handshake(&line);
+            let _ = to.send((generation, line.clone()));
+            if handshake {
+                return;
+            }
+        }
         if let Some(t) = &tail {
             let mut t = t.lock().unwrap();
             if t.len() >= STDERR_TAIL {

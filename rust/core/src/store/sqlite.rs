@@ -36,9 +36,10 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating it if needed) the store at `path`, a file or `":memory:"`. Missing
-    /// parent folders are created. A file is put in WAL mode so that other processes can read
-    /// and write it at the same time.
+    /// Opens (creating it if needed) the store at `path`, a file or `":memory:"`. Its folder
+    /// must exist: a missing one is an error that names it, not a folder made silently where a
+    /// typo pointed (the Python layer creates the default location's folder, and only that). A
+    /// file is put in WAL mode so that other processes can read and write it at the same time.
     pub fn open(path: &str, retention: usize) -> Result<Self, StoreError> {
         if retention == 0 {
             return Err(StoreError::new(path, StoreAction::Open, "retention must be at least 1"));
@@ -198,9 +199,6 @@ fn open_memory() -> Result<Connection, String> {
 }
 
 fn open_file(path: &str) -> Result<Connection, String> {
-    if let Some(folder) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(folder).map_err(|e| format!("cannot create its folder {}: {e}", folder.display()))?;
-    }
     let set_up = || -> rusqlite::Result<Connection> {
         let conn = connect(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -265,7 +263,11 @@ fn diagnose(path: &Path) -> Option<String> {
     if path.is_dir() {
         Some("it is a folder".into())
     } else if !folder.is_dir() {
-        Some(format!("its folder {} does not exist", folder.display()))
+        // The nearest part of the path that exists says why: missing, or a file in the way.
+        match folder.ancestors().find(|a| !a.as_os_str().is_empty() && a.symlink_metadata().is_ok()) {
+            Some(found) if !found.is_dir() => Some(format!("{} is not a folder", found.display())),
+            _ => Some(format!("its folder {} does not exist", folder.display())),
+        }
     } else if !writable(folder) {
         // The file, or the -wal and -shm files beside it, cannot be created.
         Some(format!("its folder {} is not writable", folder.display()))

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{key_path, Config, ConfigError};
 
 /// The variables of `env`, in order. Errors name `<prefix>.env` (or `<prefix>.env.KEY` for a
 /// bad value in a JSON object).
@@ -31,7 +31,7 @@ pub fn parse(config: &Config<'_>, text: &str) -> Result<Vec<(String, String)>, C
                         return Err(bad(format!("variable name {key:?} contains '='")));
                     }
                     let value = value.config_string().map_err(|why| {
-                        ConfigError::new(format!("{}.{key}", config.field("env")), value.compact(), why)
+                        ConfigError::new(key_path(&config.field("env"), &key), value.compact(), why)
                     })?;
                     entries.push(format!("{key}={value}"));
                 }

@@ -19,10 +19,14 @@ pub const UDP_MAX_PAYLOAD: usize = 65_507;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_TAG: &str = "dkron";
+/// RELP: how many unacknowledged messages a destination keeps for resending (each at most
+/// `max_message` bytes, so the memory is bounded by their product: 8 MiB at the defaults).
+pub const DEFAULT_QUEUE_SIZE: usize = 1000;
+pub const MAX_QUEUE_SIZE: usize = 1_000_000;
 const DEFAULT_PORT: u16 = 514;
 
 /// Keys the sink reads; `forward` and `reporting_node` belong to the processor chain.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 14] = [
     "transport",
     "address",
     "format",
@@ -36,6 +40,7 @@ pub const KEYS: [&str; 13] = [
     "max_message",
     "oversize",
     "timeout",
+    "queue_size",
 ];
 /// Where the processor's keys live in a job document: errors name `processors.syslog.<key>`.
 pub const FIELD_PREFIX: &str = "processors.syslog";
@@ -94,6 +99,8 @@ pub enum Destination {
     UnixStream(PathBuf),
     Udp(String, u16),
     Tcp(String, u16),
+    /// RELP over TCP: every message acknowledged by the daemon (rsyslog's imrelp).
+    Relp(String, u16),
 }
 
 impl Destination {
@@ -115,6 +122,8 @@ impl fmt::Display for Destination {
             Self::Udp(h, p) => write!(f, "udp:{h}:{p}"),
             Self::Tcp(h, p) if h.contains(':') => write!(f, "tcp:[{h}]:{p}"),
             Self::Tcp(h, p) => write!(f, "tcp:{h}:{p}"),
+            Self::Relp(h, p) if h.contains(':') => write!(f, "relp:[{h}]:{p}"),
+            Self::Relp(h, p) => write!(f, "relp:{h}:{p}"),
         }
     }
 }
@@ -158,6 +167,8 @@ pub struct SyslogConfig {
     pub max_message: usize,
     pub oversize: Oversize,
     pub timeout: Duration,
+    /// RELP only: the bound of the resend queue, in messages.
+    pub queue_size: usize,
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -213,6 +224,7 @@ impl SyslogConfig {
             },
         };
         let timeout = parse_timeout(config)?;
+        let queue_size = parse_queue_size(config, &destination)?;
         Ok(Self {
             destination,
             format,
@@ -226,6 +238,7 @@ impl SyslogConfig {
             max_message,
             oversize,
             timeout,
+            queue_size,
         })
     }
 }
@@ -266,22 +279,27 @@ fn parse_destination(config: &Config<'_>) -> Result<Destination> {
         })),
         "unixgram" => Ok(Destination::UnixDatagram(path("unixgram")?)),
         "unix" => Ok(Destination::UnixStream(path("unix")?)),
-        "udp" | "tcp" => {
+        "udp" | "tcp" | "relp" => {
             let Some(a) = address else {
                 return Err(config.error("address", "", format!("host:port is required for transport {transport_name}")));
             };
             let (host, port) = parse_host_port(a).map_err(|why| config.error("address", a, why))?;
-            Ok(if transport_name == "udp" { Destination::Udp(host, port) } else { Destination::Tcp(host, port) })
+            Ok(match transport_name.as_str() {
+                "udp" => Destination::Udp(host, port),
+                "tcp" => Destination::Tcp(host, port),
+                _ => Destination::Relp(host, port),
+            })
         }
         _ => Err(config.error(
             "transport",
             transport.unwrap_or_default(),
-            "must be local, unixgram, unix, udp or tcp",
+            "must be local, unixgram, unix, udp, tcp or relp",
         )),
     }
 }
 
-/// `host`, `host:port`, `[v6]` or `[v6]:port`; the port defaults to 514. Names are resolved
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; the port defaults to 514 (RELP has no
+/// registered port either: rsyslog's examples use 514 or 2514, so it must usually be given). Names are resolved
 /// when connecting, so a DNS change is picked up on reconnect. The error is the reason only.
 pub fn parse_host_port(a: &str) -> std::result::Result<(String, u16), String> {
     let bad = |why: &str| why.to_string();
@@ -320,11 +338,12 @@ fn parse_framing(config: &Config<'_>, destination: &Destination) -> Result<Optio
         Destination::Tcp(..) => Some(Framing::Octet),
         // What Go writes to a stream socket, and what syslog-ng's unix-stream source expects.
         Destination::UnixStream(_) | Destination::Local(_) => Some(Framing::Lf),
-        Destination::UnixDatagram(_) | Destination::Udp(..) => None,
+        // RELP frames each message itself (DATALEN).
+        Destination::UnixDatagram(_) | Destination::Udp(..) | Destination::Relp(..) => None,
     };
     let Some(v) = config.get("framing") else { return Ok(stream_default) };
     if stream_default.is_none() {
-        return Err(config.error("framing", v, "only applies to the tcp, unix and local transports"));
+        return Err(config.error("framing", v, "only applies to the tcp, unix and local transports (relp frames messages itself)"));
     }
     match v.to_ascii_lowercase().as_str() {
         "octet" | "octet-counting" | "octet_counting" => Ok(Some(Framing::Octet)),
@@ -370,6 +389,17 @@ fn parse_max_message(config: &Config<'_>, destination: &Destination) -> Result<u
     Ok(n)
 }
 
+fn parse_queue_size(config: &Config<'_>, destination: &Destination) -> Result<usize> {
+    let Some(v) = config.get("queue_size") else { return Ok(DEFAULT_QUEUE_SIZE) };
+    if !matches!(destination, Destination::Relp(..)) {
+        return Err(config.error("queue_size", v, "only applies to the relp transport (the others do not know what was lost)"));
+    }
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_QUEUE_SIZE).contains(&n) => Ok(n),
+        _ => Err(config.error("queue_size", v, format!("must be a number of messages from 1 to {MAX_QUEUE_SIZE}"))),
+    }
+}
+
 /// A Go duration (`500ms`, `2s`, `1m30s`), more than 0 and at most 5m; unset is the default.
 fn parse_timeout(config: &Config<'_>) -> Result<Duration> {
     let Some(v) = config.get("timeout") else { return Ok(DEFAULT_TIMEOUT) };
@@ -408,6 +438,11 @@ mod tests {
         let c = cfg(&[("transport", "UDP"), ("address", "[::1]")]).unwrap();
         assert_eq!((c.destination, c.framing), (Destination::Udp("::1".into(), 514), None));
         assert_eq!(cfg(&[("transport", "udp"), ("address", "::1")]).unwrap().destination, Destination::Udp("::1".into(), 514));
+        let c = cfg(&[("transport", "relp"), ("address", "localhost:2514")]).unwrap();
+        assert_eq!((c.destination, c.format, c.framing), (Destination::Relp("localhost".into(), 2514), Format::Rfc5424, None));
+        assert_eq!(c.queue_size, DEFAULT_QUEUE_SIZE);
+        let c = cfg(&[("transport", "relp"), ("address", "h:1"), ("queue_size", "3")]).unwrap();
+        assert_eq!(c.queue_size, 3);
     }
 
     #[test]
@@ -435,6 +470,8 @@ mod tests {
             (&[("transport", "udp"), ("address", "[::1:514")], "address", "[::1:514"),
             (&[("transport", "unixgram")], "address", ""),
             (&[("transport", "udp"), ("address", "h"), ("framing", "lf")], "framing", "lf"),
+            (&[("transport", "relp"), ("address", "h"), ("framing", "octet")], "framing", "octet"),
+            (&[("transport", "relp")], "address", ""),
             (&[("transport", "tcp"), ("address", "h"), ("framing", "nul")], "framing", "nul"),
             (&[("format", "json")], "format", "json"),
             (&[("tag", "[dkron]")], "tag", "[dkron]"),
@@ -455,6 +492,9 @@ mod tests {
             (&[("timeout", "5m0.001s")], "timeout", "5m0.001s"),
             (&[("per_line", "")], "per_line", ""),
             (&[("facilty", "cron")], "facilty", "cron"),
+            (&[("transport", "relp"), ("address", "h"), ("queue_size", "0")], "queue_size", "0"),
+            (&[("transport", "relp"), ("address", "h"), ("queue_size", "lots")], "queue_size", "lots"),
+            (&[("transport", "tcp"), ("address", "h"), ("queue_size", "10")], "queue_size", "10"),
         ];
         for (pairs, key, value) in cases {
             let err = cfg(pairs).expect_err(&format!("{pairs:?} should fail"));

@@ -2,17 +2,19 @@
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::time::Duration;
 
 use super::config::Destination;
+use super::relp::RelpConn;
+use super::tcp::{self, Peer};
 
 pub enum Conn {
     UnixDatagram(UnixDatagram),
     UnixStream(UnixStream),
     Udp(UdpSocket),
     Tcp(TcpStream),
+    Relp(RelpConn),
 }
 
 impl Conn {
@@ -32,23 +34,9 @@ impl Conn {
                 sock.connect(addr)?;
                 Self::Udp(sock)
             }
-            Destination::Tcp(host, port) => {
-                let mut last = None;
-                let mut found = None;
-                for addr in (host.as_str(), *port).to_socket_addrs()? {
-                    match TcpStream::connect_timeout(&addr, timeout) {
-                        Ok(s) => {
-                            found = Some(s);
-                            break;
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                match found {
-                    Some(s) => Self::Tcp(s),
-                    None => return Err(last.unwrap_or_else(|| not_found("no address for the host"))),
-                }
-            }
+            Destination::Tcp(host, port) => Self::Tcp(super::tcp::connect(host, *port, timeout)?),
+            // RELP's session is opened (and its timeouts set) by RelpConn itself.
+            Destination::Relp(host, port) => return Ok(Self::Relp(RelpConn::open(host, *port, timeout)?)),
         };
         conn.set_write_timeout(timeout)?;
         Ok(conn)
@@ -64,37 +52,39 @@ impl Conn {
             Self::UnixStream(s) => s.set_write_timeout(Some(timeout)),
             Self::Udp(s) => s.set_write_timeout(Some(timeout)),
             Self::Tcp(s) => s.set_write_timeout(Some(timeout)),
+            Self::Relp(_) => Ok(()),
         }
     }
 
-    /// Datagram sockets: one message per datagram. Streams: the bytes, already framed.
+    /// Datagram sockets: one message per datagram. Streams: the bytes, already framed. RELP:
+    /// one message, sent and acknowledged (the sink calls `RelpConn` itself, to tell a refusal
+    /// from a loss; this is the plain path).
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
             Self::UnixDatagram(s) => whole_datagram(s.send(bytes)?, bytes),
             Self::Udp(s) => whole_datagram(s.send(bytes)?, bytes),
             Self::UnixStream(s) => s.write_all(bytes),
             Self::Tcp(s) => s.write_all(bytes),
+            Self::Relp(r) => r.send(bytes).map_err(|f| match f {
+                super::relp::Failure::Lost(e) | super::relp::Failure::Refused(e) => e,
+            }),
         }
     }
 
-    /// True when a stream's peer has closed or reset it. A write to such a socket often
-    /// "succeeds" into the kernel buffer and is lost, so it is checked before writing.
-    /// A syslog daemon never sends anything, so any readable byte still means "alive".
-    pub fn peer_gone(&self) -> bool {
-        let fd = match self {
-            Self::UnixStream(s) => s.as_raw_fd(),
-            Self::Tcp(s) => s.as_raw_fd(),
-            _ => return false,
-        };
-        let mut byte = 0u8;
-        // SAFETY: a one-byte peek into a local buffer on a socket we own.
-        let n = unsafe {
-            libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-        };
-        match n {
-            0 => true,
-            n if n > 0 => false,
-            _ => io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock,
+    /// What a stream's peer has done (see `tcp`); datagram sockets are always `Open`. A RELP
+    /// session is `Closed` once the server said so (a `serverclose` hint) or hung up.
+    pub fn peer(&mut self) -> Peer {
+        match self {
+            Self::UnixStream(s) => tcp::peer(s),
+            Self::Tcp(s) => tcp::peer(s),
+            Self::Relp(r) => {
+                if r.closed_by_server() {
+                    Peer::Closed
+                } else {
+                    Peer::Open
+                }
+            }
+            _ => Peer::Open,
         }
     }
 }

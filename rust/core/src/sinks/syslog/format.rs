@@ -8,12 +8,18 @@
 //!   plain BSD form is what every receiver understands.
 //!
 //! Both use local time, as Go does. RFC 5424 uses UTC with microseconds.
+//!
+//! RFC 5424 section 6.4: a MSG encoded in UTF-8 MUST start with the BOM, so a body that is valid
+//! UTF-8 gets one (split parts each start with it, before `(part i/n) `); other bytes go
+//! without, as MSG-ANY. RFC 3164 has no such rule and its receivers (and Go) know no BOM: none.
 
 use super::config::{Format, Oversize};
 
 const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 /// RFC 5612's example enterprise number, reserved for documentation and private use.
 pub const SD_ID: &str = "dkron@32473";
+/// The UTF-8 byte order mark that starts an RFC 5424 MSG in UTF-8.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// A body piece is never shorter than this: below it the header would be most of every message.
 const MIN_PIECE: usize = 16;
 
@@ -72,6 +78,17 @@ pub fn header(h: &HeaderInfo<'_>) -> Vec<u8> {
             .into_bytes()
         }
     }
+}
+
+/// The header to put before `body`: with the BOM after it when the format is RFC 5424 and the
+/// body is valid UTF-8. Pieces cut from such a body stay valid UTF-8 (`fit` cuts between
+/// characters), so the BOM holds for every part.
+pub fn with_bom(header: &[u8], body: &[u8], format: Format) -> Vec<u8> {
+    let mut h = header.to_vec();
+    if format == Format::Rfc5424 && std::str::from_utf8(body).is_ok() {
+        h.extend_from_slice(BOM);
+    }
+    h
 }
 
 /// RFC 5424 section 6.3.3: `"`, `\` and `]` are escaped inside a PARAM-VALUE.
@@ -289,6 +306,14 @@ mod tests {
         }
         let t = fit(b"", body.as_bytes(), 60, Oversize::Truncate).unwrap();
         assert!(std::str::from_utf8(&t[0]).is_ok());
+    }
+
+    #[test]
+    fn bom_only_for_utf8_in_rfc5424() {
+        assert_eq!(with_bom(b"H ", "é".as_bytes(), Format::Rfc5424), b"H \xEF\xBB\xBF");
+        assert_eq!(with_bom(b"H ", b"", Format::Rfc5424), b"H \xEF\xBB\xBF");
+        assert_eq!(with_bom(b"H ", b"\xff\xfe", Format::Rfc5424), b"H ");
+        assert_eq!(with_bom(b"H ", "é".as_bytes(), Format::Rfc3164), b"H ");
     }
 
     #[test]

@@ -1,0 +1,231 @@
+"""Dkron's own processor plugins (hashicorp/go-plugin: net/rpc + gob over yamux), built from Go
+source on Dkron's ``plugin`` package, running in dkron_exec chains next to built-ins, with the
+same isolation as our own plugins: crash, hang, garbage only fail that step."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import go_plugins
+import pytest
+
+from conftest import pid_alive, wait_gone
+from dkron_exec import Executor
+from dkron_exec.execution import datetime_from_ns
+from jobs import an_execution, shell_job
+
+pytestmark = pytest.mark.skipif(go_plugins.go() is None, reason="go is not on PATH")
+
+
+@pytest.fixture(scope="module")
+def binaries() -> dict[str, Path]:
+    return go_plugins.build()
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path, binaries: dict[str, Path]) -> Path:
+    d = tmp_path / "plugins"
+    go_plugins.install(d, "dkron-processor-gotest", "gotest")
+    go_plugins.install(d, "dkron-processor-gotest", "gotest2")
+    if "noopproc" in binaries:
+        go_plugins.install(d, "noopproc", "noop")
+    return d
+
+
+@pytest.fixture
+def ex(tmp_path: Path, plugin_dir: Path) -> Iterator[Executor]:
+    with Executor(tmp_path / "store.db", node_name="n1", plugin_dirs=[plugin_dir], plugin_timeout=10.0) as e:
+        yield e
+
+
+def test_dkron_processors_run_in_order_between_built_ins_and_forward(
+    ex: Executor, tmp_path: Path, binaries: dict[str, Path]
+) -> None:
+    noop = {"noop": {}} if "noopproc" in binaries else {}
+    steps = {
+        "gotest": {"append": "<a>"},
+        "files": {"log_dir": str(tmp_path / "logs"), "forward": True},
+        **noop,
+        "gotest2": {"append": "<b>"},
+    }
+    execution = ex.run(shell_job("j", "echo hello", processors=steps))
+    assert execution.processor_errors == []
+    assert execution.output == b"hello\n<a><b>"
+    # files saw what the first Dkron processor returned, and forwarded it.
+    [log_file] = (tmp_path / "logs").iterdir()
+    assert log_file.read_bytes() == b"hello\n<a>"
+    stored = ex.execution("j", execution.key)
+    assert stored is not None and stored.output == b"hello\n<a><b>" and stored.success
+
+    # The other order; log with forward false replaces the output before the Dkron processor.
+    steps = {"gotest2": {"append": "<b>"}, "log": {"forward": False}, "gotest": {"append": "<a>"}}
+    execution = ex.run(shell_job("j", "echo hello", processors=steps))
+    assert execution.processor_errors == []
+    assert execution.output == b"Output in dkron log<a>"
+
+
+def test_values_cross_as_dkron_sends_them(ex: Executor) -> None:
+    # Config values as strings, with reporting_node added.
+    job = shell_job("j", "true", processors={"gotest": {"echo": True, "n": 5, "s": "x y"}})
+    out = ex.process(job, an_execution("j")).output.decode()
+    assert out == "echo=true\nn=5\nreporting_node=n1\ns=x y\n"
+    # Every field of Dkron's Execution, timestamps to the nanosecond.
+    execution = an_execution("j", started_ns=1_700_000_000_123_456_000, node_name="nodeA", success=True)
+    finished = datetime_from_ns(1_700_000_001_000_007_000)
+    execution = execution.replace(finished_at=finished, group=42, attempt=3)
+    out = ex.process(shell_job("j", "true", processors={"gotest": {"fields": "true"}}), execution).output
+    assert out == (
+        b"job=j success=true node=nodeA group=42 attempt=3"
+        b" started=1700000000.123456000 finished=1700000001.000007000"
+    )
+    # And back: what the processor returns keeps every byte, our own fields untouched.
+    binary = bytes(range(256)) * 3
+    back = ex.process(shell_job("j", "true", processors={"gotest": {}}), execution.replace(output=binary))
+    assert back.output == binary
+    got = (back.started_at, back.finished_at, back.group, back.attempt)
+    assert got == (execution.started_at, finished, 42, 3)
+    assert back.key == execution.key and back.node_name == "nodeA" and back.success
+
+
+def test_a_1_mb_output_goes_through_and_back(ex: Executor) -> None:
+    big = os.urandom(1024 * 1024)
+    job = shell_job("j", "true", processors={"gotest": {"append": "!"}, "gotest2": {}})
+    out = ex.process(job, an_execution("j", output=big)).output
+    assert out == big + b"!"
+
+
+def test_plugin_stderr_goes_to_logging(ex: Executor, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="dkron_exec.plugin")
+    ex.process(shell_job("jobx", "true", processors={"gotest": {}}), an_execution("jobx"))
+    deadline = time.monotonic() + 10
+    want = {"gotest: processing jobx", "gotest: real stderr for jobx"}
+    while time.monotonic() < deadline:
+        got = {r.getMessage() for r in caplog.records if r.name == "dkron_exec.plugin.gotest"}
+        if all(any(w in g for g in got) for w in want):
+            break
+        time.sleep(0.05)
+    got = {r.getMessage() for r in caplog.records if r.name == "dkron_exec.plugin.gotest"}
+    assert all(any(w in g for g in got) for w in want), got
+    # The handshake line is the protocol's, not the plugin's output.
+    assert not any("|netrpc|" in g for g in got)
+
+
+def test_a_crash_mid_call_fails_only_that_step_and_the_next_call_restarts_it(ex: Executor) -> None:
+    steps = {"gotest": {"crash": "true"}, "gotest2": {"append": "<after>"}}
+    execution = ex.run(shell_job("j", "echo hi", processors=steps))
+    assert execution.output == b"hi\n<after>"
+    [error] = execution.processor_errors
+    assert "gotest'" in error and "exit status 3" in error, error
+    # The same plugin, next call: a new process answers.
+    execution = ex.run(shell_job("j", "echo hi", processors={"gotest": {"append": "<ok>"}}))
+    assert execution.processor_errors == [] and execution.output == b"hi\n<ok>"
+
+
+def test_a_hung_plugin_times_out_is_killed_and_the_next_call_works(tmp_path: Path, plugin_dir: Path) -> None:
+    with Executor(tmp_path / "s.db", node_name="n1", plugin_dirs=[plugin_dir], plugin_timeout=2.0) as ex:
+        ex.run(shell_job("j", "true", processors={"gotest": {}}))
+        pid = ex._runtime.plugin_pid("processor", "gotest")
+        assert pid is not None and pid_alive(pid)
+        started = time.monotonic()
+        execution = ex.run(shell_job("j", "echo hi", processors={"gotest": {"hang": "true"}, "gotest2": {}}))
+        assert time.monotonic() - started < 8
+        [error] = execution.processor_errors
+        assert "gotest'" in error and "timed out" in error, error
+        assert execution.output == b"hi\n"
+        assert wait_gone([pid]) == []
+        execution = ex.run(shell_job("j", "echo hi", processors={"gotest": {"append": "<ok>"}}))
+        assert execution.processor_errors == [] and execution.output == b"hi\n<ok>"
+        assert ex._runtime.plugin_pid("processor", "gotest") not in (None, pid)
+
+
+def test_a_malformed_handshake_line_is_a_start_failure_quoting_it(tmp_path: Path) -> None:
+    d = tmp_path / "plugins"
+    d.mkdir()
+    script = d / "dkron-processor-garbage"
+    script.write_text("#!/bin/sh\necho '1|one|garbage'\nexec sleep 60\n")
+    script.chmod(0o755)
+    with Executor(tmp_path / "s.db", node_name="n1", plugin_dirs=[d], plugin_timeout=20.0) as ex:
+        started = time.monotonic()
+        execution = ex.run(shell_job("j", "echo hi", processors={"garbage": {}}))
+        assert time.monotonic() - started < 5, "no need to wait for the start timeout"
+        [error] = execution.processor_errors
+        assert "garbage'" in error and "'1|one|garbage'" in error.replace('"', "'"), error
+        assert execution.output == b"hi\n"
+
+
+def test_plain_garbage_on_stdout_is_quoted_when_the_handshake_never_comes(tmp_path: Path) -> None:
+    d = tmp_path / "plugins"
+    d.mkdir()
+    script = d / "dkron-processor-chatty"
+    script.write_text("#!/bin/sh\necho 'hello there'\nexec sleep 60\n")
+    script.chmod(0o755)
+    with Executor(
+        tmp_path / "s.db", node_name="n1", plugin_dirs=[d], plugin_timeout=20.0, plugin_start_timeout=1.0
+    ) as ex:
+        execution = ex.run(shell_job("j", "echo hi", processors={"chatty": {}}))
+        [error] = execution.processor_errors
+        assert "chatty'" in error and "hello there" in error and "handshake" in error, error
+
+
+def test_close_quits_dkron_plugins(tmp_path: Path, plugin_dir: Path) -> None:
+    ex = Executor(tmp_path / "s.db", plugin_dirs=[plugin_dir])
+    ex.run(shell_job("j", "true", processors={"gotest": {}}))
+    pid = ex.plugins.pid("processor", "gotest")
+    assert pid and pid_alive(pid)
+    ex.close()
+    assert wait_gone([pid], 2.0) == []
+
+
+HOST = """
+import sys, time
+from dkron_exec import Executor
+ex = Executor(":memory:", plugin_dirs=[sys.argv[1]])
+ex.run({"name": "j", "command": "true", "processors": {"gotest": {}, "gotest2": {}}})
+print(ex.plugins.pid("processor", "gotest"), ex.plugins.pid("processor", "gotest2"), flush=True)
+time.sleep(3600)
+"""
+
+
+def test_dkron_plugins_die_with_a_sigkilled_host(plugin_dir: Path) -> None:
+    host = subprocess.Popen([sys.executable, "-c", HOST, str(plugin_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert host.stdout is not None
+        pids = [int(p) for p in host.stdout.readline().split()]
+        assert len(pids) == 2 and all(pid_alive(p) for p in pids)
+        host.send_signal(signal.SIGKILL)
+        host.wait(5)
+        assert wait_gone(pids, 2.0) == []
+    finally:
+        host.kill()
+        host.wait()
+
+
+def test_a_dkron_executor_fails_to_start_saying_it_is_not_supported_yet(
+    tmp_path: Path, binaries: dict[str, Path]
+) -> None:
+    if "noopexec" not in binaries:
+        pytest.skip("the reference's noopexec is not there")
+    d = tmp_path / "plugins"
+    go_plugins.install(d, "noopexec", "goexec", kind="executor")
+    with Executor(tmp_path / "s.db", plugin_dirs=[d], plugin_timeout=20.0) as ex:
+        execution = ex.run({"name": "e", "executor": "goexec", "executor_config": {}})
+        error = execution.error or ""
+        assert not execution.success and "goexec'" in error and "gRPC executors" in error, error
+
+
+def test_no_socket_file_is_left_behind(ex: Executor, tmp_path: Path) -> None:
+    before = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("plugin*"))
+    ex.run(shell_job("j", "true", processors={"gotest": {}}))
+    pid = ex.plugins.pid("processor", "gotest")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert wait_gone([pid], 2.0) == []
+    after = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("plugin*"))
+    assert not {p for p in after - before if p.is_socket()}
