@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import pid_alive
-from dkron_exec import Executor, SQLiteStore, isolation
+from dkron_exec import Executor, Job, JobError, SQLiteStore, isolation
 from dkron_exec.cli import main as cli_main
 from jobs import shell_job
 from plugin_support import PROCESSOR, install
@@ -133,6 +133,15 @@ def test_keep_daemons_leaves_the_daemon_running(use_cgroups: bool) -> None:
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
+
+
+def test_keep_daemons_is_part_of_the_shell_config() -> None:
+    assert Job.from_dict({"name": "k", "command": "x", "keep_daemons": True}).shell_config().keep_daemons
+    assert not Job.from_dict({"name": "k", "command": "x"}).shell_config().keep_daemons
+    with pytest.raises(JobError) as raised:
+        config = {"command": "x", "keep_daemons": "no way"}
+        Job.from_dict({"name": "k", "executor": "shell", "executor_config": config})
+    assert raised.value.field == "executor_config.keep_daemons"
 
 
 HOST = """

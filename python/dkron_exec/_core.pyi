@@ -57,9 +57,10 @@ def parse_shell_config(
     int | None,
     tuple[str, str | None] | None,
     bytes | None,
+    bool,
 ]:
     """The shell executor's config, parsed: (command, shell, env, cwd, timeout in seconds,
-    mem_limit, su, payload). Raises JobError naming ``executor_config.<key>``."""
+    mem_limit, su, payload, keep_daemons). Raises JobError naming ``executor_config.<key>``."""
 
 def probe_isolation(cgroups: bool = True) -> dict[str, Any]:
     """What a new Runtime would get (its cgroup is made and removed at once)."""

@@ -18,18 +18,19 @@ Differences from Dkron, on purpose:
   ``true`` -> ``"true"``, ``42`` -> ``"42"``, ``1.5`` -> ``"1.5"``, arrays and objects -> compact JSON
   text. ``null`` is rejected.
 * The shell executor's config is fully checked up front (command, ``shell``, ``env``, ``timeout``,
-  ``mem_limit``, ``su``, ``payload``), where Dkron checks only ``timeout`` and ``mem_limit`` and fails the
-  other mistakes at run time (an invalid ``shell`` even silently means false there).
+  ``mem_limit``, ``su``, ``payload``, ``keep_daemons``), where Dkron checks only ``timeout`` and
+  ``mem_limit`` and fails the other mistakes at run time (an invalid ``shell`` even silently means false
+  there).
 * ``null`` for a field means its default (as in Go); ``to_dict()`` writes ``null`` back while the field still
   holds that default.
 
 **Short form.** A document with a top-level ``"command"`` (the form in Dkron's plugin docs) means the
 ``shell`` executor with that command; the top-level keys ``shell``, ``env``, ``cwd``, ``timeout``,
-``mem_limit``, ``su`` and ``payload`` go into ``executor_config`` too, but only when ``command`` is there.
-``executor`` must then be absent, empty or ``"shell"``, and a key may not be given both at the top level and
-in ``executor_config``. ``to_dict()`` of such a job gives the full form: no top-level ``command``;
-``"executor": "shell"`` and ``"executor_config": {"command": ..., ...}`` with normalised string values.
-For example ``{"name": "a", "command": "/bin/true", "shell": true}`` becomes
+``mem_limit``, ``su``, ``payload`` and ``keep_daemons`` go into ``executor_config`` too, but only when
+``command`` is there. ``executor`` must then be absent, empty or ``"shell"``, and a key may not be given
+both at the top level and in ``executor_config``. ``to_dict()`` of such a job gives the full form: no
+top-level ``command``; ``"executor": "shell"`` and ``"executor_config": {"command": ..., ...}`` with
+normalised string values. For example ``{"name": "a", "command": "/bin/true", "shell": true}`` becomes
 ``{..., "name": "a", ..., "executor": "shell", "executor_config": {"command": "/bin/true", "shell": "true"},
 ...}`` with every other writable field at its default.
 """
@@ -90,12 +91,13 @@ class ShellConfig:
     """``(user, group or None)``."""
     payload: bytes | None = None
     """Written to the command's stdin; ``None`` when unset or empty."""
+    keep_daemons: bool = False
+    """Leave what the job started running when it ends on its own (by default it all dies)."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, str]) -> ShellConfig:
         """Parse an ``executor_config``; JobError naming ``executor_config.<key>``."""
-        command, shell, env, cwd, timeout, mem_limit, su, payload = _core.parse_shell_config(dict(config))
-        return cls(command, shell, env, cwd, timeout, mem_limit, su, payload)
+        return cls(*_core.parse_shell_config(dict(config)))
 
 
 # ---------------------------------------------------------------------------------------------- values

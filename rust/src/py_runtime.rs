@@ -78,15 +78,16 @@ impl JobPlan {
 /// A plugin's output line: (plugin, stream, line).
 type LogLine = (String, &'static str, String);
 
-/// (command, shell, env, cwd, timeout seconds, mem_limit, su, payload)
-type ShellTuple = (String, bool, Vec<(String, String)>, Option<String>, Option<f64>, Option<u64>, Option<(String, Option<String>)>, Option<Vec<u8>>);
+/// (command, shell, env, cwd, timeout seconds, mem_limit, su, payload, keep_daemons)
+type ShellTuple =
+    (String, bool, Vec<(String, String)>, Option<String>, Option<f64>, Option<u64>, Option<(String, Option<String>)>, Option<Vec<u8>>, bool);
 
 /// The shell executor's `executor_config` as the runtime parses it (JobError naming the key).
 #[pyfunction]
 fn parse_shell_config(config: HashMap<String, String>) -> PyResult<ShellTuple> {
     let c = guard(|| ShellConfig::parse(&Config::new(&config, "executor_config")).map_err(|e| job_error(&e)))?;
     let cwd = c.cwd.map(|p| p.to_string_lossy().into_owned());
-    Ok((c.command, c.shell, c.env, cwd, c.timeout.map(|t| t.as_secs_f64()), c.mem_limit, c.su, c.payload))
+    Ok((c.command, c.shell, c.env, cwd, c.timeout.map(|t| t.as_secs_f64()), c.mem_limit, c.su, c.payload, c.keep_daemons))
 }
 
 /// The log step's host side: Python's own stdout/stderr buffers, and `logging`.
