@@ -56,6 +56,8 @@ fn folder(mount: &Path, root: &str, path: &str) -> PathBuf {
 pub struct Own {
     pub v2: PathBuf,
     pub memory_v1: Option<PathBuf>,
+    /// Where the v2 hierarchy is mounted (nothing above it is a cgroup).
+    pub mount: PathBuf,
 }
 
 impl Own {
@@ -65,7 +67,7 @@ impl Own {
         let v2 = folder(&mount, &root, &own_path(proc_cgroup, None)?);
         let memory_v1 = find_mount(mountinfo, "cgroup", Some("memory"))
             .and_then(|(mount, root)| Some(folder(&mount, &root, &own_path(proc_cgroup, Some("memory"))?)));
-        Some(Own { v2, memory_v1 })
+        Some(Own { v2, memory_v1, mount })
     }
 
     pub fn read() -> Result<Own, String> {
@@ -124,7 +126,8 @@ impl Parent {
     /// `cgroup.kill` (Linux 5.14). Memory accounting is the best the machine has.
     pub fn create(own: &Own, name: &str) -> Result<Parent, String> {
         let mut tried = Vec::new();
-        let candidates = [Some(own.v2.join(name)), own.v2.parent().map(|p| p.join(name))];
+        let beside = own.v2.parent().filter(|_| own.v2 != own.mount);
+        let candidates = [Some(own.v2.join(name)), beside.map(|p| p.join(name))];
         let mut made = None;
         for dir in candidates.into_iter().flatten() {
             match fs::create_dir(&dir) {
