@@ -13,7 +13,7 @@ fi
 .venv/bin/pip install -q -e '.[dev,bench]'
 
 echo "== lint and types"
-.venv/bin/ruff check python tests benches examples
+.venv/bin/ruff check python tests benches examples scripts
 .venv/bin/mypy
 .venv/bin/python -m mypy.stubtest dkron_exec._core
 (cd rust && cargo clippy -q --workspace --all-targets -- -D warnings)

@@ -27,6 +27,8 @@ CGROUP = isolation()
 needs_cgroup = pytest.mark.skipif(
     CGROUP.mode != "cgroup", reason=f"no usable cgroup v2 here: {CGROUP.fallback_reason}"
 )
+# Our cgroups are named dkron-exec-<pid namespace>-<pid>-<n>.
+PID_NAMESPACE = os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]")
 MODES = [pytest.param(True, id="cgroup", marks=needs_cgroup), pytest.param(False, id="process-group")]
 
 
@@ -70,7 +72,7 @@ def our_cgroups() -> list[str]:
     root = Path(CGROUP.cgroup).parent if CGROUP.cgroup else None
     if root is None:
         return []
-    return [p.name for p in root.iterdir() if p.name.startswith(f"dkron-exec-{os.getpid()}-")]
+    return [p.name for p in root.iterdir() if p.name.startswith(f"dkron-exec-{PID_NAMESPACE}-{os.getpid()}-")]
 
 
 @pytest.fixture(params=MODES)
@@ -183,7 +185,7 @@ def test_a_sigkilled_host_leaves_nothing_running(use_cgroups: bool) -> None:
     if use_cgroups and root is not None:
 
         def left() -> bool:
-            return any(p.name.startswith(f"dkron-exec-{host.pid}-") for p in root.iterdir())
+            return any(p.name.startswith(f"dkron-exec-{PID_NAMESPACE}-{host.pid}-") for p in root.iterdir())
 
         deadline = time.monotonic() + 10
         while left() and time.monotonic() < deadline:

@@ -62,7 +62,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Isolation {
     parent: Option<Parent>,
     fallback_reason: Option<String>,
-    /// `<host pid>-<n>`: names the cgroup, prefixes the runs' markers.
+    /// `<pid namespace>-<host pid>-<n>`: names the cgroup, prefixes the runs' markers.
     id: String,
     next_run: AtomicU64,
     watchdog: OnceLock<Option<Watchdog>>,
@@ -75,7 +75,7 @@ impl Isolation {
     /// The cgroup mode where it can be had (and `cgroups` and the environment allow it), else
     /// the process-group mode.
     pub fn new(cgroups: bool) -> Self {
-        let id = format!("{}-{}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let id = format!("{}-{}-{}", pid_namespace(), std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let parent = if !cgroups {
             Err("cgroups turned off (Executor(cgroups=False))".to_string())
         } else if cgroups_disabled_by_env() {
@@ -176,15 +176,18 @@ impl Isolation {
 /// The cgroups of Executors whose host died without its watchdog (killed too, or the host died
 /// before its first run): what is left in them is killed, and they are removed.
 fn remove_stale(ours: &Parent) {
+    let our_ns = pid_namespace();
     let dirs = [ours.dir.parent(), ours.memory_v1.as_deref().and_then(|m| m.parent())];
     for dir in dirs.into_iter().flatten() {
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("dkron-exec-")).and_then(|n| n.split('-').next()) else {
-                continue;
-            };
-            if std::path::Path::new("/proc").join(pid).exists() {
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("dkron-exec-")) else { continue };
+            let mut parts = rest.split('-');
+            let (Some(ns), Some(pid)) = (parts.next(), parts.next()) else { continue };
+            // A pid means something only in its own pid namespace: a host in another container
+            // sharing this hierarchy may be alive with a pid that is free here.
+            if ns != our_ns || ns == "0" || std::path::Path::new("/proc").join(pid).exists() {
                 continue;
             }
             let stale = entry.path();
@@ -199,6 +202,14 @@ fn remove_stale(ours: &Parent) {
             let _ = std::fs::remove_dir(&stale);
         }
     }
+}
+
+/// The inode of our pid namespace ("0" if unknown), part of every cgroup name we make.
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| l.to_str().and_then(|t| t.strip_prefix("pid:[")?.strip_suffix(']').map(str::to_owned)))
+        .unwrap_or_else(|| "0".into())
 }
 
 /// Runs' cgroups still there (a run dropped unfinished): removed once they are empty.

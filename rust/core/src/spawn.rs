@@ -230,13 +230,16 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::dup2(raw.stdin, 0) < 0 || libc::dup2(raw.output, 1) < 0 || libc::dup2(raw.output, 2) < 0 {
             return fail(raw);
         }
-        if raw.drop_groups && libc::setgroups(0, std::ptr::null()) != 0 {
+        // Raw system calls, not glibc's setgroups/setgid/setuid: in a threaded host those
+        // broadcast the change to every thread of the process (setxid), and this child shares
+        // the host's memory and its thread list while the host's threads are not its own.
+        if raw.drop_groups && libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
             return fail(raw);
         }
-        if raw.gid >= 0 && libc::setgid(raw.gid as libc::gid_t) != 0 {
+        if raw.gid >= 0 && libc::syscall(libc::SYS_setgid, raw.gid as libc::gid_t) != 0 {
             return fail(raw);
         }
-        if raw.uid >= 0 && libc::setuid(raw.uid as libc::uid_t) != 0 {
+        if raw.uid >= 0 && libc::syscall(libc::SYS_setuid, raw.uid as libc::uid_t) != 0 {
             return fail(raw);
         }
         // As the job's user: a folder that user may not enter is refused.
