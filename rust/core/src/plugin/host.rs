@@ -97,16 +97,25 @@ impl Plugin {
         deadline: Option<Instant>,
         timeout: Option<Duration>,
         sink: Option<Arc<dyn CallSink>>,
+        clock: Clock,
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Frame, PluginFailure> {
         // A channel that failed just before the call was sent is retried on the next process.
         for _ in 0..3 {
-            let conn = match self.conn(deadline, timeout, interrupted)? {
+            let wait = match clock {
+                Clock::FromCall => deadline,
+                Clock::FromReady => None,
+            };
+            let conn = match self.conn(wait, timeout, interrupted)? {
                 Ready::Ours(conn) => conn,
                 Ready::Go(_) => {
                     let why = "is a Dkron go-plugin processor: it only takes process calls";
                     return Err(self.failure(FailureKind::Protocol, why));
                 }
+            };
+            let deadline = match clock {
+                Clock::FromCall => deadline,
+                Clock::FromReady => timeout.map(|t| Instant::now() + t),
             };
             let req = Request { id, head, body, deadline, timeout, sink: sink.clone() };
             match conn.call(req, interrupted) {
@@ -117,6 +126,15 @@ impl Plugin {
         }
         Err(self.failure(FailureKind::Crashed, "the plugin kept failing before the call could be sent"))
     }
+}
+
+/// When a call's timeout starts. A processor call's `plugin_timeout` covers the plugin's start-up
+/// (a plugin that has not said hello by then is killed); an executor's timeout is the job's, as in
+/// Dkron, so it starts once the plugin is ready (start-up is bounded by the start timeout).
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    FromCall,
+    FromReady,
 }
 
 pub struct PluginHost {
@@ -253,7 +271,7 @@ impl PluginHost {
         let head = codec::execution_head("process", id, execution, Some(config))
             .and_then(|head| codec::finish_head(head, output.len(), self.config.max_frame))
             .map_err(|e| plugin.failure(FailureKind::Protocol, format!("request not sent: {e}")))?;
-        let Frame { header, body } = plugin.call(id, &head, output, deadline, timeout, None, interrupted)?;
+        let Frame { header, body } = plugin.call(id, &head, output, deadline, timeout, None, Clock::FromCall, interrupted)?;
         let mut next = execution.clone_without_output();
         let empty = Map::new();
         let fields = match header.get("execution") {
@@ -293,7 +311,7 @@ impl PluginHost {
                 .and_then(|h| codec::encode_head(&h, body.len(), max))
                 .map_err(|e| plugin.failure(FailureKind::Protocol, format!("request not sent: {e}")));
             let result = head.and_then(|head| {
-                plugin.call(id, &head, &body, deadline, timeout, Some(sink.clone()), &mut || flag.load(Ordering::Relaxed))
+                plugin.call(id, &head, &body, deadline, timeout, Some(sink.clone()), Clock::FromReady, &mut || flag.load(Ordering::Relaxed))
             });
             sink.finish(result);
         });
