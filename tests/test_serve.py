@@ -137,6 +137,7 @@ def test_serve_runs_reloads_and_unschedules(served: Callable[..., Served]) -> No
     time.sleep(3)
     late = [e for e in s.executions("tick") if e.started_at > removed_at]
     assert len(late) <= 1, late
+    assert s.log.count("job tick: not run") <= 1  # the scheduler no longer fires it either
 
     assert s.terminate() == 0
     assert "stopped" in s.log
@@ -181,6 +182,22 @@ def test_a_job_longer_than_grace_is_killed_and_stored(served: Callable[..., Serv
     assert not executions[0].success and executions[0].finished_at is not None
     assert "killed" in (executions[0].error or "")
     assert "killing 1 job(s) still running" in s.log
+
+
+def test_a_second_sigterm_ends_the_grace_period(served: Callable[..., Served], tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    s = served("--grace", "600")
+    write_atomically(
+        s.jobs / "long.json",
+        shell_job("long", f"touch {started}; exec sleep 600", schedule="* * * * * *", concurrency="forbid"),
+    )
+    s.start()
+    wait_for(started.exists)
+    assert s.proc is not None
+    s.proc.send_signal(signal.SIGTERM)
+    s.wait_log("stopping: waiting up to 600s")
+    assert s.terminate() == 0  # well before the 600 s of grace
+    assert [e.success for e in s.executions("long")] == [False]
 
 
 def test_serve_without_a_folder_is_an_error(tmp_path: Path) -> None:

@@ -237,17 +237,34 @@ def make_scheduler(max_running: int = DEFAULT_MAX_RUNNING) -> Any:
     return BackgroundScheduler(executors={"default": ThreadPoolExecutor(max_workers=max_running)})
 
 
+class StopRequest:
+    """Set by signal handlers: plain flags, since a handler must not take a lock that the
+    interrupted main thread may hold (``threading.Event.set`` does)."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.hurry = False
+
+    def signal(self) -> None:
+        """The first call asks to stop; a second one to stop without waiting out the grace period."""
+        if self.stop:
+            self.hurry = True
+        self.stop = True
+
+
+_TICK = 0.05  # how soon a stop request is noticed
+
+
 def serve(
     jobs_dir: Path,
     executor: Executor,
+    request: StopRequest,
     *,
-    stop: threading.Event,
-    hurry: threading.Event,
     grace: float = DEFAULT_GRACE,
     poll: float = DEFAULT_POLL,
     max_running: int = DEFAULT_MAX_RUNNING,
 ) -> None:
-    """Serves the folder until ``stop`` is set, then stops (see :meth:`Service.stop`)."""
+    """Serves the folder until ``request.stop``, then stops (see :meth:`Service.stop`)."""
     service = Service(JobFolder(jobs_dir), executor, make_scheduler(max_running))
     service.reload()
     service.scheduler.start()
@@ -258,8 +275,12 @@ def serve(
         poll,
         grace,
     )
-    while not stop.wait(poll):
-        service.reload()
+    next_look = time.monotonic() + poll
+    while not request.stop:
+        time.sleep(_TICK)
+        if time.monotonic() >= next_look:
+            service.reload()
+            next_look = time.monotonic() + poll
     log.info("stopping: no more runs are scheduled")
-    service.stop(grace, hurry.is_set)
+    service.stop(grace, lambda: request.hurry)
     log.info("stopped")

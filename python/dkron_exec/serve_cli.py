@@ -7,7 +7,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -72,7 +71,7 @@ def add_serve_parser(sub: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from .serve import serve
+        from .serve import StopRequest, serve
     except ImportError as exc:
         raise DkronExecError(
             f"serve needs APScheduler 3: pip install 'dkron-exec[apscheduler]' ({exc})"
@@ -89,12 +88,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # our own lines say what ran
 
-    stop, hurry = threading.Event(), threading.Event()
+    request = StopRequest()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            hurry.set()  # a second signal: no more grace
-        stop.set()
+        request.signal()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -103,8 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             serve(
                 jobs_dir,
                 executor,
-                stop=stop,
-                hurry=hurry,
+                request,
                 grace=args.grace,
                 poll=args.poll,
                 max_running=args.max_running,
