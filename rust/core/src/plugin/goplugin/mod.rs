@@ -111,7 +111,7 @@ impl GoClient {
         if std::fs::symlink_metadata(&hs.address).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
             let _ = std::fs::remove_file(&hs.address);
         }
-        let session = Session::start(socket, c.on_end);
+        let session = Session::start(socket, c.on_end)?;
         let mut control = RpcStream::new(session.open()?);
         for stream in ["stdout", "stderr"] {
             tokio::spawn(pump(session.open()?, c.logs.clone(), c.name.clone(), stream));
