@@ -128,6 +128,20 @@ def test_dkron_files_writes_what_our_files_writes(ex: Executor, tmp_path: Path) 
         assert (dirs["dkfiles"] / name).stat().st_mode & 0o777 == 0o644 & ~umask()
 
 
+def test_a_python_plugin_before_dkron_files_keeps_the_start_time_s_nanoseconds(
+    ex: Executor, tmp_path: Path
+) -> None:
+    # Our Python SDK sends the whole execution back with a datetime (microseconds): the host keeps
+    # its own start time, so Dkron's files, which names the file after started_at, names it after
+    # the execution's key.
+    dk_dir = tmp_path / "dk"
+    dk_dir.mkdir()
+    steps = {"tag": {"tag": "#"}, "dkfiles": {"log_dir": str(dk_dir), "forward": "true"}}
+    execution = ex.run(shell_job("j", "echo hi", processors=steps))
+    assert execution.processor_errors == []
+    assert os.listdir(dk_dir) == [f"{execution.key}.log"]
+
+
 def test_where_dkron_files_differs_from_ours(ex: Executor, tmp_path: Path) -> None:
     # A log_dir that does not exist: ours creates it; Dkron's only logs the failed write (it has
     # no way to report an error) and still replaces the output with the path it did not write.

@@ -280,6 +280,32 @@ def _processes_running(marker: str) -> list[int]:
     return pids
 
 
+def test_an_answer_cannot_move_the_execution_nor_round_its_start_time(
+    ex: Executor, plugin_dir: Path
+) -> None:
+    # A Python plugin sends the whole execution back, its start time cut to microseconds (datetime):
+    # the key, the store and later plugins must still see the host's nanoseconds.
+    mover = """
+from dkron_exec.plugin import serve
+
+class Mover:
+    def process(self, args):
+        return args.execution.replace(job_name="elsewhere", node_name="other", group=1, output=b"moved")
+
+serve(processor=Mover())
+"""
+    install(plugin_dir, "processor", "mover", mover)
+    install(plugin_dir, "processor", "p", PROCESSOR)  # both before the first run: discovery is once
+    kept = ex.run(shell_job("j", "echo hello", processors={"p": {"append": "!"}}))
+    assert kept.output == b"hello\n!" and kept.processor_errors == []
+    assert ex.execution("j", kept.key) == kept
+    moved = ex.run(shell_job("j", "echo hello", processors={"mover": {}}))
+    assert (moved.job_name, moved.node_name, moved.output) == ("j", "n1", b"moved")
+    [note] = moved.processor_errors
+    assert note.startswith("mover: the answer changed job_name, node_name, group"), note
+    assert ex.execution("j", moved.key) == moved and ex.executions("elsewhere") == []
+
+
 def test_print_noise_goes_to_logging_not_the_channel(
     ex: Executor, plugin_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

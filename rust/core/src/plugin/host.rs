@@ -264,9 +264,32 @@ impl PluginHost {
     ) -> Result<Execution, PluginFailure> {
         let plugin = self.plugin(Kind::Processor, name)?;
         let deadline = timeout.map(|t| Instant::now() + t);
-        if let Some(result) = process_go(&plugin, execution, output, config, deadline, timeout, interrupted) {
-            return result;
+        let answer = match process_go(&plugin, execution, output, config, deadline, timeout, interrupted) {
+            Some(result) => result,
+            None => self.process_ours(&plugin, execution, output, config, deadline, timeout, interrupted),
+        };
+        let mut next = answer?;
+        let changed = next.keep_identity_of(execution);
+        if !changed.is_empty() {
+            next.processor_errors.push(format!(
+                "{name}: the answer changed {}, which identify the execution and are the host's; kept the host's",
+                changed.join(", ")
+            ));
         }
+        Ok(next)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn process_ours(
+        &self,
+        plugin: &Plugin,
+        execution: &Execution,
+        output: &[u8],
+        config: &HashMap<String, String>,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Execution, PluginFailure> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let head = codec::execution_head("process", id, execution, Some(config))
             .and_then(|head| codec::finish_head(head, output.len(), self.config.max_frame))
