@@ -209,15 +209,23 @@ def test_dkron_plugins_die_with_a_sigkilled_host(plugin_dir: Path) -> None:
         host.wait()
 
 
-def test_no_socket_file_is_left_behind(ex: Executor, tmp_path: Path) -> None:
-    before = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("plugin*"))
-    ex.run(shell_job("j", "true", processors={"gotest": {}}))
-    pid = ex.plugins.pid("processor", "gotest")
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    assert wait_gone([pid], 2.0) == []
-    after = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("plugin*"))
-    assert not {p for p in after - before if p.is_socket()}
+def test_no_socket_file_is_left_behind(
+    tmp_path: Path, plugin_dir: Path, exec_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The plugins make their sockets in their TMPDIR: a private one, so other processes' do not count.
+    sockets = tmp_path / "sockets"
+    sockets.mkdir()
+    monkeypatch.setenv("TMPDIR", str(sockets))
+    with Executor(tmp_path / "s.db", plugin_dirs=[plugin_dir, exec_dir]) as ex:
+        ex.run(shell_job("j", "true", processors={"gotest": {}}))
+        assert ex.run(dkron_job("gotest", chunks="1")).success
+        pids = [ex.plugins.pid("processor", "gotest"), ex.plugins.pid("executor", "gotest")]
+        assert None not in pids
+        for pid in pids:
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+        assert wait_gone([p for p in pids if p is not None], 2.0) == []
+    assert list(sockets.iterdir()) == []
 
 
 # Executors: go-plugin gRPC.
