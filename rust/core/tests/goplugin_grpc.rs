@@ -101,3 +101,162 @@ fn oversize_and_compressed_frames_are_refused() {
     d.push(&[1, 0, 0, 0, 1, 0]);
     assert!(d.next_message().unwrap_err().contains("compressed"));
 }
+
+// The executor client against a fake plugin speaking go-plugin's gRPC as Dkron v4.0.9 serves it
+// (only `types.v1.ExecutorService`), so both service names are covered without Go: the client
+// opens the broker and stdio streams, falls back to the new name, announces its StatusHelper on
+// the broker stream, and serves `Update` there under the new name too.
+
+mod fake_plugin {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use dkron_exec_core::plugin::codec::Frame;
+    use dkron_exec_core::plugin::goplugin::executor::GoExecutor;
+    use dkron_exec_core::plugin::goplugin::grpc;
+    use dkron_exec_core::plugin::goplugin::proto::{frame, ConnInfo, Deframer, ExecuteRequest, ExecuteResponse, StatusUpdate, StdioData};
+    use dkron_exec_core::plugin::goplugin::{Connect, Handshake};
+    use dkron_exec_core::plugin::logs::LogQueue;
+    use dkron_exec_core::plugin::supervisor::CallSink;
+    use dkron_exec_core::plugin::PluginFailure;
+    use h2::server::SendResponse;
+    use h2::RecvStream;
+    use http::{HeaderMap, Response};
+    use tokio::sync::mpsc;
+
+    fn ok_head() -> Response<()> {
+        Response::builder().status(200).header("content-type", "application/grpc").body(()).unwrap()
+    }
+
+    async fn messages(body: &mut RecvStream, d: &mut Deframer) -> Option<Vec<u8>> {
+        loop {
+            if let Some(m) = d.next_message().unwrap() {
+                return Some(m);
+            }
+            let chunk = body.data().await?.ok()?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            d.push(&chunk);
+        }
+    }
+
+    /// One request to the fake plugin.
+    async fn handle(path: String, mut body: RecvStream, mut respond: SendResponse<Bytes>, broker: mpsc::UnboundedSender<ConnInfo>, infos: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<ConnInfo>>>) {
+        let mut d = Deframer::new(1 << 20);
+        match path.as_str() {
+            "/plugin.GRPCBroker/StartStream" => {
+                let _stream = respond.send_response(ok_head(), false).unwrap();
+                while let Some(m) = messages(&mut body, &mut d).await {
+                    broker.send(ConnInfo::decode(&m).unwrap()).unwrap();
+                }
+            }
+            "/plugin.GRPCStdio/StreamStdio" => {
+                let mut stream = respond.send_response(ok_head(), false).unwrap();
+                let line = StdioData { channel: 2, data: b"piped stderr line\n".to_vec() };
+                stream.send_data(Bytes::from(frame(&line.encode())), false).unwrap();
+                std::future::pending::<()>().await;
+            }
+            "/types.v1.ExecutorService/Execute" => {
+                let req = ExecuteRequest::decode(&messages(&mut body, &mut d).await.unwrap()).unwrap();
+                // go-plugin's broker.Dial: the ConnInfo announced under the request's id.
+                let info = loop {
+                    let info = infos.lock().await.recv().await.unwrap();
+                    if info.service_id == req.status_server {
+                        break info;
+                    }
+                };
+                assert_eq!(info.network, "unix");
+                let name = info.address.strip_prefix('@').expect("an abstract socket");
+                let addr = <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(name.as_bytes()).unwrap();
+                let conn = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+                conn.set_nonblocking(true).unwrap();
+                let (send, h2conn) = h2::client::handshake(tokio::net::UnixStream::from_std(conn).unwrap()).await.unwrap();
+                tokio::spawn(h2conn);
+                let mut out = Vec::new();
+                for (chunk, stderr) in [(&b"one\n"[..], false), (b"two\n", true)] {
+                    let u = StatusUpdate { output: chunk.to_vec(), error: stderr };
+                    let r = grpc::unary(&send, "/types.v1.StatusHelperService/Update", &u.encode(), 1 << 20).await.unwrap();
+                    assert_eq!(dkron_exec_core::plugin::goplugin::proto::decode_status_response(&r).unwrap(), chunk.len() as i64);
+                    out.extend_from_slice(chunk);
+                }
+                let config: Vec<String> = req.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                out.extend_from_slice(format!("{} {}\n", req.job_name, config.join(",")).as_bytes());
+                let answer = ExecuteResponse { output: out, error: "it failed".into() };
+                let mut stream = respond.send_response(ok_head(), false).unwrap();
+                stream.send_data(Bytes::from(frame(&answer.encode())), false).unwrap();
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", "0".parse().unwrap());
+                stream.send_trailers(trailers).unwrap();
+            }
+            _ => {
+                // A v4.0.9 plugin does not know v4.0.5's names.
+                let head = Response::builder()
+                    .status(200)
+                    .header("content-type", "application/grpc")
+                    .header("grpc-status", "12")
+                    .header("grpc-message", "unknown service")
+                    .body(())
+                    .unwrap();
+                respond.send_response(head, true).unwrap();
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Sink {
+        chunks: Mutex<Vec<(bool, Vec<u8>)>>,
+    }
+
+    impl CallSink for Sink {
+        fn output(&self, stderr: bool, data: &[u8]) {
+            self.chunks.lock().unwrap().push((stderr, data.to_vec()));
+        }
+        fn finish(&self, _: Result<Frame, PluginFailure>) {}
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_execute_reaches_a_v4_0_9_plugin_and_streams_through_status_helper() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugin.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut conn = h2::server::handshake(socket).await.unwrap();
+            let (tx, rx) = mpsc::unbounded_channel();
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            while let Some(Ok((req, respond))) = conn.accept().await {
+                let path = req.uri().path().to_string();
+                tokio::spawn(handle(path, req.into_body(), respond, tx.clone(), rx.clone()));
+            }
+        });
+        let logs = Arc::new(LogQueue::default());
+        let hs = Handshake { network: "unix".into(), address: path.to_str().unwrap().into(), protocol: "grpc".into() };
+        let connect = Connect {
+            generation: 1,
+            who: "plugin executor 'fake'".into(),
+            name: "fake".into(),
+            logs: logs.clone(),
+            on_end: Box::new(|_| {}),
+            on_give_up: Box::new(|_, _| {}),
+        };
+        let client = GoExecutor::connect(&hs, connect).await.unwrap();
+        assert!(!path.exists(), "the socket's name is removed once connected");
+        let sink = Arc::new(Sink::default());
+        let s: Arc<dyn CallSink> = sink.clone();
+        let config = [("command".to_string(), "x y".to_string()), ("n".to_string(), "5".to_string())].into_iter().collect();
+        let frame = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let frame = client.execute("job-9", config, Some(deadline), None, s, &mut || false);
+            (frame, client)
+        });
+        let (frame, client) = frame.await.unwrap();
+        let frame = frame.unwrap();
+        assert_eq!(frame.str_field("error"), Some("it failed"));
+        // The response's output repeats the streamed chunks, then adds what was not streamed.
+        assert_eq!(*sink.chunks.lock().unwrap(), vec![(false, b"one\n".to_vec()), (true, b"two\n".to_vec())]);
+        assert_eq!(frame.body, b"job-9 command=x y,n=5\n");
+        assert!(client.usable());
+        let lines = logs.drain(Duration::from_secs(5)).unwrap();
+        assert!(lines.iter().any(|l| l.plugin == "fake" && l.stream == "stderr" && l.line == "piped stderr line"), "{lines:?}");
+    }
+}

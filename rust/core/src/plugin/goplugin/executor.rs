@@ -112,7 +112,7 @@ impl GoExecutor {
         sink: Arc<dyn CallSink>,
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Frame, PluginFailure> {
-        let streamed = Arc::new(Streamed { sink, kept: Mutex::new(Vec::new()) });
+        let streamed = Arc::new(Streamed { sink, kept: Mutex::new(Kept::default()) });
         let request = ExecuteRequest { job_name: job_name.to_string(), config, status_server: 0 };
         let task = self.handle.spawn(self.clone().execute_async(request, streamed.clone()));
         let abort = task.abort_handle();
@@ -185,25 +185,38 @@ impl Drop for AbortOnDrop {
 /// A call's streamed output: to the sink, and the last of it kept.
 struct Streamed {
     sink: Arc<dyn CallSink>,
-    kept: Mutex<Vec<u8>>,
+    kept: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    tail: Vec<u8>,
+    /// The start of the streamed output was dropped from `tail`.
+    trimmed: bool,
 }
 
 impl Streamed {
     fn update(&self, u: &StatusUpdate) {
         self.sink.output(u.error, &u.output);
         let mut kept = self.kept.lock().unwrap();
-        kept.extend_from_slice(&u.output);
-        if kept.len() > 2 * STREAMED_KEPT {
-            let cut = kept.len() - STREAMED_KEPT;
-            kept.drain(..cut);
+        kept.tail.extend_from_slice(&u.output);
+        if kept.tail.len() > 2 * STREAMED_KEPT {
+            let cut = kept.tail.len() - STREAMED_KEPT;
+            kept.tail.drain(..cut);
+            kept.trimmed = true;
         }
     }
 
     /// What of the response's output was not streamed. Dkron's executors return the output they
-    /// also streamed (the shell executor: the last 256000 bytes of it): that copy is dropped.
-    fn unstreamed(&self, output: Vec<u8>) -> Vec<u8> {
-        if self.kept.lock().unwrap().ends_with(&output) {
+    /// also streamed (the shell executor: the last 256000 bytes of it): that copy is dropped,
+    /// and so is a copy of all of it that the response goes on from.
+    fn unstreamed(&self, mut output: Vec<u8>) -> Vec<u8> {
+        let kept = self.kept.lock().unwrap();
+        if kept.tail.ends_with(&output) {
             Vec::new()
+        } else if !kept.trimmed && output.starts_with(&kept.tail) {
+            output.drain(..kept.tail.len());
+            output
         } else {
             output
         }
