@@ -319,6 +319,17 @@ def test_concurrent_runs_share_one_executor_process_and_keep_their_own_output(ex
     assert exe.plugins.pid("executor", "gotest") == pid
 
 
+def test_go_plugin_settings_in_the_hosts_environment_do_not_reach_the_plugin(
+    tmp_path: Path, exec_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A multiplexed broker or mTLS (which Dkron does not use) would break the connection.
+    monkeypatch.setenv("PLUGIN_MULTIPLEX_GRPC", "true")
+    monkeypatch.setenv("PLUGIN_CLIENT_CERT", "not a certificate")
+    with Executor(tmp_path / "s.db", plugin_dirs=[exec_dir], plugin_timeout=10.0) as ex:
+        execution = ex.run(dkron_job("gotest", chunks="2"))
+        assert execution.success and execution.output == b"out 0\nout 1\n", execution.error
+
+
 def test_a_failed_grpc_call_names_the_plugin(exe: Executor) -> None:
     execution = exe.run(dkron_job("gotest", grpc_error="no such thing"))
     error = execution.error or ""

@@ -28,8 +28,16 @@ use super::logs::{LineSplitter, LogQueue};
 use super::{FailureKind, PluginFailure};
 use crate::execution::Execution;
 
-/// go-plugin's environment: the port range only matters to plugins on Windows.
-pub const ENV: &[(&str, &str)] = &[("PLUGIN_PROTOCOL_VERSIONS", "1"), ("PLUGIN_MIN_PORT", "0"), ("PLUGIN_MAX_PORT", "0")];
+/// go-plugin's environment: the port range only matters to plugins on Windows. The multiplexed
+/// gRPC broker and automatic mTLS, which Dkron does not use either, are turned off even when the
+/// host's own environment asks for them (a plugin inherits it).
+pub const ENV: &[(&str, &str)] = &[
+    ("PLUGIN_PROTOCOL_VERSIONS", "1"),
+    ("PLUGIN_MIN_PORT", "0"),
+    ("PLUGIN_MAX_PORT", "0"),
+    ("PLUGIN_MULTIPLEX_GRPC", ""),
+    ("PLUGIN_CLIENT_CERT", ""),
+];
 
 /// Lines longer than this are cut (as for the plugin's real stdout and stderr).
 const LINE_MAX: usize = 64 * 1024;
