@@ -37,6 +37,8 @@ const STDIO_PATH: &str = "/plugin.GRPCStdio/StreamStdio";
 const SHUTDOWN_PATH: &str = "/plugin.GRPCController/Shutdown";
 /// The largest message taken from a plugin (ExecuteResponse carries the whole output).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// Added to `GoExecutor::path` once the plugin answered on that path: no more trying the other.
+const KNOWN: usize = 2;
 /// How much streamed output a call keeps to recognise the response's copy of it.
 const STREAMED_KEPT: usize = 1024 * 1024;
 
@@ -47,7 +49,7 @@ pub struct GoExecutor {
     broker: Mutex<SendStream<Bytes>>,
     /// Broker ids, as go-plugin counts them (from 1).
     next_id: AtomicU32,
-    /// Which of EXECUTE_PATHS the plugin answers (learnt on the first call).
+    /// Which of EXECUTE_PATHS to call first; KNOWN is added once the plugin answered on it.
     path: AtomicUsize,
     handle: Handle,
 }
@@ -143,6 +145,8 @@ impl GoExecutor {
                 Err(self.life.failure(FailureKind::Remote, format!("Execute failed: {e}")))
             }
             Err(GrpcError::Protocol(e)) => Err(self.life.give_up(FailureKind::Protocol, format!("{e}; killed"))),
+            // The host's part failed; the plugin is not to blame.
+            Err(GrpcError::Host(e)) => Err(self.life.failure(FailureKind::Start, e)),
             Err(GrpcError::Transport(e)) => {
                 Err(self.life.wait_dead(Duration::from_secs(3)).unwrap_or_else(|| self.life.failure(FailureKind::Crashed, e)))
             }
@@ -153,25 +157,35 @@ impl GoExecutor {
     /// the service name the plugin knows.
     async fn execute_async(self: Arc<Self>, mut request: ExecuteRequest, streamed: Arc<Streamed>) -> Result<ExecuteResponse, GrpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (address, server) = serve_status_helper(id, streamed).map_err(|e| GrpcError::Protocol(format!("StatusHelper not served: {e}")))?;
+        let (address, server) = serve_status_helper(id, streamed).map_err(|e| GrpcError::Host(format!("could not serve StatusHelper for the call: {e}")))?;
         // Dropping the guard stops the server, whatever way this returns.
         let _server = AbortOnDrop(server);
         let info = ConnInfo { service_id: id, network: "unix".into(), address };
         grpc::send_message(&mut self.broker.lock().unwrap(), &info.encode(), false)?;
         request.status_server = id;
         let msg = request.encode();
-        let first = self.path.load(Ordering::Relaxed);
+        let path = self.path.load(Ordering::Relaxed);
+        let first = path % KNOWN;
         let mut answer = grpc::unary(&self.send, EXECUTE_PATHS[first], &msg, MAX_MESSAGE).await;
-        if matches!(answer, Err(GrpcError::Status { code: grpc::UNIMPLEMENTED, .. })) {
+        if path < KNOWN && unknown_service(&answer) {
             // The other generation's name: the broker still holds the announcement for this id.
             let other = 1 - first;
             answer = grpc::unary(&self.send, EXECUTE_PATHS[other], &msg, MAX_MESSAGE).await;
-            if answer.is_ok() {
-                self.path.store(other, Ordering::Relaxed);
+            if unknown_service(&answer) {
+                let why = format!("serves neither {} nor {}: not a Dkron executor", EXECUTE_PATHS[0], EXECUTE_PATHS[1]);
+                return Err(GrpcError::Protocol(why));
             }
+            self.path.store(other + KNOWN, Ordering::Relaxed);
+        } else {
+            self.path.store(first + KNOWN, Ordering::Relaxed);
         }
         ExecuteResponse::decode(&answer?).map_err(|e| GrpcError::Protocol(format!("an unusable ExecuteResponse: {e}")))
     }
+}
+
+/// grpc-go's answer for a service it does not serve.
+fn unknown_service<T>(answer: &Result<T, GrpcError>) -> bool {
+    matches!(answer, Err(GrpcError::Status { code: grpc::UNIMPLEMENTED, message }) if message.starts_with("unknown service"))
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -18,13 +18,15 @@ pub enum GrpcError {
     Transport(String),
     /// The answer did not follow gRPC.
     Protocol(String),
+    /// This host could not do its part of the call (no socket for a callback server, say).
+    Host(String),
 }
 
 impl std::fmt::Display for GrpcError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             GrpcError::Status { code, message } => write!(f, "gRPC status {code} ({}): {message}", code_name(*code)),
-            GrpcError::Transport(e) | GrpcError::Protocol(e) => f.write_str(e),
+            GrpcError::Transport(e) | GrpcError::Protocol(e) | GrpcError::Host(e) => f.write_str(e),
         }
     }
 }
