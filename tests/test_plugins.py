@@ -20,7 +20,7 @@ from dkron_exec import Executor, PluginError
 from dkron_exec._core import PluginHost
 from dkron_exec.plugin import COOKIE_VALUE
 from jobs import an_execution, shell_job
-from plugin_support import PROCESSOR, install, install_example
+from plugin_support import EXAMPLES, PROCESSOR, install, install_example
 
 
 @pytest.fixture
@@ -111,6 +111,22 @@ def test_executor_plugin_timeout_and_output_limit(tmp_path: Path, plugin_dir: Pa
             big.output.endswith(b"1000\n")
             and big.output_size == len(b"\n".join(b"%d" % i for i in range(1, 1001))) + 1
         )
+
+
+def test_an_executor_plugin_s_start_up_does_not_count_against_the_job_s_timeout(
+    tmp_path: Path, plugin_dir: Path
+) -> None:
+    # The timeout is the job's (Dkron: "execution time exceeding defined timeout"): a plugin that
+    # takes longer than it to start still runs the job, which then times out on its own time.
+    source = (EXAMPLES / "plugins" / "stream_executor.py").read_text().split("\n", 1)[1]
+    future = "from __future__ import annotations\n"
+    slow_source = source.replace(future, future + "import time\ntime.sleep(1.5)\n")
+    install(plugin_dir, "executor", "slowstart", slow_source)
+    with Executor(":memory:", plugin_dirs=[plugin_dir]) as ex:
+        config = {"command": "echo early; sleep 30", "timeout": "500ms"}
+        slow = ex.run({"name": "t", "executor": "slowstart", "executor_config": config})
+        assert not slow.success and "timeout 500ms" in (slow.error or ""), slow.error
+        assert slow.output.startswith(b"early\n"), slow.output
 
 
 async def test_executor_plugin_from_asyncio(ex: Executor, plugin_dir: Path) -> None:

@@ -97,11 +97,16 @@ impl Plugin {
         deadline: Option<Instant>,
         timeout: Option<Duration>,
         sink: Option<Arc<dyn CallSink>>,
+        clock: Clock,
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Frame, PluginFailure> {
         // A channel that failed just before the call was sent is retried on the next process.
         for _ in 0..3 {
-            let conn = match self.conn(deadline, timeout, interrupted)? {
+            let wait = match clock {
+                Clock::FromCall => deadline,
+                Clock::FromReady => None,
+            };
+            let conn = match self.conn(wait, timeout, interrupted)? {
                 Ready::Ours(conn) => conn,
                 Ready::Go(_) => {
                     let why = "is a Dkron go-plugin processor: it only takes process calls";
@@ -112,6 +117,10 @@ impl Plugin {
                     return Err(self.failure(FailureKind::Protocol, why));
                 }
             };
+            let deadline = match clock {
+                Clock::FromCall => deadline,
+                Clock::FromReady => timeout.map(|t| Instant::now() + t),
+            };
             let req = Request { id, head, body, deadline, timeout, sink: sink.clone() };
             match conn.call(req, interrupted) {
                 Ok(frame) => return Ok(frame),
@@ -121,6 +130,15 @@ impl Plugin {
         }
         Err(self.failure(FailureKind::Crashed, "the plugin kept failing before the call could be sent"))
     }
+}
+
+/// When a call's timeout starts. A processor call's `plugin_timeout` covers the plugin's start-up
+/// (a plugin that has not said hello by then is killed); an executor's timeout is the job's, as in
+/// Dkron, so it starts once the plugin is ready (start-up is bounded by the start timeout).
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    FromCall,
+    FromReady,
 }
 
 pub struct PluginHost {
@@ -257,7 +275,7 @@ impl PluginHost {
         let head = codec::execution_head("process", id, execution, Some(config))
             .and_then(|head| codec::finish_head(head, output.len(), self.config.max_frame))
             .map_err(|e| plugin.failure(FailureKind::Protocol, format!("request not sent: {e}")))?;
-        let Frame { header, body } = plugin.call(id, &head, output, deadline, timeout, None, interrupted)?;
+        let Frame { header, body } = plugin.call(id, &head, output, deadline, timeout, None, Clock::FromCall, interrupted)?;
         let mut next = execution.clone_without_output();
         let empty = Map::new();
         let fields = match header.get("execution") {
@@ -292,7 +310,7 @@ impl PluginHost {
         let deadline = timeout.map(|t| Instant::now() + t);
         self.handle.spawn_blocking(move || {
             let interrupted = &mut || flag.load(Ordering::Relaxed);
-            if let Some(result) = execute_go(&plugin, &header, deadline, timeout, &sink, interrupted) {
+            if let Some(result) = execute_go(&plugin, &header, timeout, &sink, interrupted) {
                 sink.finish(result);
                 return;
             }
@@ -302,7 +320,7 @@ impl PluginHost {
                 .and_then(|h| codec::encode_head(&h, body.len(), max))
                 .map_err(|e| plugin.failure(FailureKind::Protocol, format!("request not sent: {e}")));
             let result = head.and_then(|head| {
-                plugin.call(id, &head, &body, deadline, timeout, Some(sink.clone()), interrupted)
+                plugin.call(id, &head, &body, deadline, timeout, Some(sink.clone()), Clock::FromReady, interrupted)
             });
             sink.finish(result);
         });
@@ -366,18 +384,18 @@ fn process_go(
 }
 
 /// An execute call on a Dkron go-plugin executor (job name and config taken from the call's
-/// header), or None when the plugin is not one. Starts the plugin if it is not running; a
+/// header), or None when the plugin is not one. Starts the plugin if it is not running (bounded
+/// by the start timeout); as for our executors, the job's timeout runs from when it is ready. A
 /// client that failed before the call was sent is retried on the next process.
 fn execute_go(
     plugin: &Plugin,
     header: &Map<String, Value>,
-    deadline: Option<Instant>,
     timeout: Option<Duration>,
     sink: &Arc<dyn CallSink>,
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Option<Result<Frame, PluginFailure>> {
     for _ in 0..3 {
-        let client = match plugin.conn(deadline, timeout, interrupted) {
+        let client = match plugin.conn(None, timeout, interrupted) {
             Ok(Ready::GoExec(client)) => client,
             Ok(Ready::Ours(_) | Ready::Go(_)) => return None,
             Err(failure) => return Some(Err(failure)),
@@ -389,6 +407,7 @@ fn execute_go(
                 Some(Value::Object(c)) => c.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect(),
                 _ => Default::default(),
             };
+            let deadline = timeout.map(|t| Instant::now() + t);
             return Some(client.execute(job_name, config, deadline, timeout, sink.clone(), interrupted));
         }
     }

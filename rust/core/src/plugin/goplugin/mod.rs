@@ -108,7 +108,7 @@ impl GoClient {
     /// runtime.
     pub async fn connect(hs: &Handshake, c: Connect) -> Result<Arc<GoClient>, String> {
         let socket = connect_socket(hs).await?;
-        let session = Session::start(socket, c.on_end);
+        let session = Session::start(socket, c.on_end)?;
         let mut control = RpcStream::new(session.open()?);
         for stream in ["stdout", "stderr"] {
             tokio::spawn(pump(session.open()?, c.logs.clone(), c.name.clone(), stream));
