@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "go"
 PLUGBENCH = ROOT.parent / "shared/reference/dkron-plugins/plugbench/cmd"
-# The reference's minimal processor, and its minimal (gRPC) executor, which this host does not run yet.
+# The reference's minimal processor (net/rpc) and minimal executor (gRPC).
 REFERENCE = ("noopproc", "noopexec")
 CACHE = ROOT / "bench-results" / "cache" / "bin"
 _lock = threading.Lock()
