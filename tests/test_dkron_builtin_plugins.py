@@ -21,7 +21,7 @@ from dkron_exec import Executor
 from jobs import an_execution, shell_job
 from plugin_support import install_example
 
-pytestmark = pytest.mark.skipif(go_plugins.go() is None, reason="go is not on PATH")
+pytestmark = go_plugins.skip_without_go()
 
 NOT_FORWARDED_LOG = b"Output in dkron log"
 

@@ -23,7 +23,7 @@ from dkron_exec import Executor
 from dkron_exec.execution import datetime_from_ns
 from jobs import an_execution, shell_job
 
-pytestmark = pytest.mark.skipif(go_plugins.go() is None, reason="go is not on PATH")
+pytestmark = go_plugins.skip_without_go()
 
 
 @pytest.fixture(scope="module")
