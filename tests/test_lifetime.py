@@ -224,6 +224,60 @@ def test_a_sigkilled_host_takes_its_plugins_along(tmp_path: Path) -> None:
         host.kill()
 
 
+# An executor plugin that starts a daemon of its own (as Dkron's shell executor puts a job with a
+# timeout in a process group of its own) and answers at once.
+DAEMON_EXECUTOR = """
+import subprocess
+from dkron_exec.plugin import ExecuteResponse, serve
+
+class Starter:
+    def execute(self, request, status):
+        cmd = ["setsid", "sh", "-c", "sleep " + request.config["marker"] + " </dev/null >/dev/null 2>&1 &"]
+        subprocess.run(cmd, check=True)
+        return ExecuteResponse(output=b"started\\n")
+
+serve(executor=Starter())
+"""
+
+PLUGIN_DAEMON_HOST = """
+import sys
+from dkron_exec import Executor
+ex = Executor(":memory:", plugin_dirs=[sys.argv[1]], cgroups=sys.argv[2] == "1")
+e = ex.run({"name": "d", "executor": "starter", "executor_config": {"marker": sys.argv[3]}})
+print("ran", e.success, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("use_cgroups", MODES)
+def test_what_a_plugin_starts_dies_with_the_executor(tmp_path: Path, use_cgroups: bool) -> None:
+    install(tmp_path, "executor", "starter", DAEMON_EXECUTOR)
+    marker = unique_sleep()
+    with Executor(":memory:", plugin_dirs=[tmp_path], cgroups=use_cgroups) as ex:
+        e = ex.run({"name": "d", "executor": "starter", "executor_config": {"marker": marker}})
+        assert e.success and e.output == b"started\n", (e.output, e.error)
+        assert wait_for(marker, present=True), "the plugin's daemon never started"
+    assert wait_for(marker, present=False) == []
+
+
+@pytest.mark.parametrize("use_cgroups", MODES)
+def test_what_a_plugin_starts_dies_with_a_sigkilled_host(tmp_path: Path, use_cgroups: bool) -> None:
+    install(tmp_path, "executor", "starter", DAEMON_EXECUTOR)
+    marker = unique_sleep()
+    argv = [sys.executable, "-c", PLUGIN_DAEMON_HOST, str(tmp_path), "1" if use_cgroups else "0", marker]
+    host = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert host.stdout is not None and host.stdout.readline() == "ran True\n"
+        assert wait_for(marker, present=True), "the plugin's daemon never started"
+        host.kill()
+        host.wait()
+        assert wait_for(marker, present=False) == []
+    finally:
+        host.kill()
+        for pid in with_marker(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_the_watchdog_ends_with_the_executor(executor: Executor) -> None:
     executor.run(shell_job("j", "true"))
     pid = executor.isolation.watchdog_pid

@@ -53,6 +53,8 @@ impl PluginHost {
             stop_grace: secs(stop_grace, "stop_grace")?,
             backoff_max: secs(backoff_max, "backoff_max")?,
             max_frame: max_frame.clamp(64, u32::MAX as usize),
+            // A bare host (tests, benches) has no Executor to be contained with.
+            contain: None,
         };
         Ok(Self { inner: Arc::new(CoreHost::new(config)?) })
     }

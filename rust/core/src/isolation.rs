@@ -154,6 +154,22 @@ impl Isolation {
         }
     }
 
+    /// Where this Executor's plugins live: a `plugins` cgroup beside the runs' (cgroup mode) and a
+    /// marker under the watchdog's prefix, so that what a plugin starts dies with the Executor
+    /// and with the host, as a job does. Starts the watchdog.
+    pub fn plugin_containment(&self) -> crate::plugin::spawn::Contain {
+        self.watchdog();
+        let cgroup_procs = self.parent.as_ref().and_then(|p| {
+            let dir = p.dir.join("plugins");
+            match std::fs::create_dir(&dir) {
+                Ok(()) => Some(dir.join("cgroup.procs")),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Some(dir.join("cgroup.procs")),
+                Err(_) => None,
+            }
+        });
+        crate::plugin::spawn::Contain { cgroup_procs, marker: format!("{}-plugins", self.id) }
+    }
+
     /// Kills whatever is left in the Executor's cgroup, removes it, and stops the watchdog.
     /// Idempotent.
     pub fn close(&self) {

@@ -232,7 +232,8 @@ impl Runtime {
     pub fn register_plugin(&self, kind: Kind, name: &str, path: PathBuf) -> std::io::Result<()> {
         let mut host = self.plugins.lock().unwrap();
         if host.is_none() {
-            *host = Some(Arc::new(PluginHost::new(self.plugin_config.clone())?));
+            let config = HostConfig { contain: Some(self.isolation.plugin_containment()), ..self.plugin_config.clone() };
+            *host = Some(Arc::new(PluginHost::new(config)?));
         }
         host.as_ref().expect("just made").register(kind, name, path);
         self.plugin_names.write().unwrap().insert((kind, name.to_string()));
@@ -556,11 +557,12 @@ impl Runtime {
     /// then stops the plugins and closes the syslog connections. Idempotent.
     pub fn close(&self, grace: Duration) {
         self.engine.shutdown(grace);
-        // After the runs: what a dropped run left in the Executor's cgroup dies here.
-        self.isolation.close();
         if let Some(host) = self.plugins() {
             host.close(Duration::from_secs(2));
         }
+        // After the runs and the plugins' polite stop: what a dropped run or a plugin left in the
+        // Executor's cgroup (or, without one, under its marker) dies here.
+        self.isolation.close();
         for report in self.sinks.close() {
             self.log_host.warning("dkron_exec.processors.syslog", &report);
         }

@@ -29,6 +29,8 @@ pub struct HostConfig {
     pub stop_grace: Duration,
     pub backoff_max: Duration,
     pub max_frame: usize,
+    /// Where plugins are contained with the runs (set by the runtime from its isolation).
+    pub contain: Option<super::spawn::Contain>,
 }
 
 impl Default for HostConfig {
@@ -39,6 +41,7 @@ impl Default for HostConfig {
             stop_grace: Duration::from_secs(2),
             backoff_max: Duration::from_secs(5),
             max_frame: MAX_FRAME,
+            contain: None,
         }
     }
 }
@@ -223,6 +226,7 @@ impl PluginHost {
             stop_grace: c.stop_grace,
             backoff_max: c.backoff_max,
             max_frame: c.max_frame,
+            contain: c.contain.clone(),
         });
         let who = format!("plugin {} '{}' ({})", kind.as_str(), spec.name, spec.path.display());
         let published = Arc::new(Published::default());

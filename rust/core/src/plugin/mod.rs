@@ -60,6 +60,8 @@ pub struct PluginSpec {
     pub stop_grace: Duration,
     pub backoff_max: Duration,
     pub max_frame: usize,
+    /// Where the host's isolation keeps its plugins (None: process group and death signal only).
+    pub contain: Option<spawn::Contain>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

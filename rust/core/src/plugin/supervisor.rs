@@ -337,7 +337,7 @@ impl Supervisor {
 
     fn launch(&mut self) -> std::io::Result<()> {
         let Launched { mut child, channel, pid } =
-            spawn::launch(&self.spec.path, self.spec.kind, &self.spec.name, self.spec.max_frame)?;
+            spawn::launch(&self.spec.path, self.spec.kind, &self.spec.name, self.spec.max_frame, self.spec.contain.as_ref())?;
         self.generation += 1;
         let generation = self.generation;
         let hellos = self.hellos_tx.clone();
