@@ -31,9 +31,10 @@ if not os.environ.get("CI"):  # in CI a missing psycopg fails
 
 import psycopg
 
-from dkron_exec.postgres_store import PostgresStore
+from dkron_exec.postgres_store import PostgresStore, lock_key
 
 WAIT = 60.0  # seconds: a bound on waits for another process, never expected to be reached
+GATE_TIMEOUT = "120s"  # a gated job that is never released (a broken forbid) fails, not hangs
 
 
 def _need_postgres() -> Path:
@@ -97,8 +98,24 @@ def wait_for(condition: Any, what: str, process: subprocess.Popen[bytes] | None 
         time.sleep(0.02)
 
 
+_started: list[subprocess.Popen[bytes]] = []
+
+
 def python(script: str, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args])
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args])
+    _started.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left() -> Iterator[None]:
+    """A failed test leaves none of its processes (a holder waiting for its release) behind."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 # -- the Store semantics ---------------------------------------------------------------------
@@ -152,6 +169,11 @@ def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path
     message = str(caught.value)
     assert message.startswith(f"cannot open the store postgresql://postgres@127.0.0.1:{port}/x: ")
     assert "s3cret" not in message and "\n" not in message
+
+
+def test_a_malformed_url_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"^cannot open the store postgresql://h:x/db: "):
+        PostgresStore("postgresql://h:x/db", spool_dir=tmp_path)
 
 
 class socket_closed:
@@ -286,22 +308,28 @@ def gated(folder: Path) -> str:
 
 def forbid_job(folder: Path) -> str:
     """A forbid job, gated, as JSON (for another process's command line too)."""
-    return json.dumps(shell_job("only-one", gated(folder), concurrency="forbid"))
+    return json.dumps(shell_job("only-one", gated(folder), concurrency="forbid", timeout=GATE_TIMEOUT))
 
 
-def advisory_locks(url: str) -> int:
+def claimed(url: str, job: str = "only-one") -> bool:
+    """Whether some session holds the job's forbid lock (a bigint advisory lock: its high and low
+    halves are pg_locks' classid and objid)."""
+    key = lock_key("forbid", job) & (2**64 - 1)
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
-            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND classid = %s AND objid = %s "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (key >> 32, key & 0xFFFFFFFF),
         ).fetchone()
-        return int(row[0]) if row else 0
+        return bool(row and row[0])
 
 
 def test_forbid_holds_across_processes(url: str, tmp_path: Path) -> None:
     job = forbid_job(tmp_path)
     holder = python(_HOLDER, url, job)
     wait_for((tmp_path / "started").exists, "the holder's run started", holder)
+    assert claimed(url)
     with Executor(store=url, node_name="other") as ex:
         refused = r"'only-one' is already running .* concurrency is 'forbid'"
         with pytest.raises(ConcurrencyError, match=refused):
@@ -315,7 +343,7 @@ def test_forbid_holds_across_processes(url: str, tmp_path: Path) -> None:
         mine = ex.run(job)
         assert mine.success and allowed.success
         assert [e.node_name for e in ex.executions("only-one")] == ["other", "holder"]
-    assert advisory_locks(url) == 0
+    assert not claimed(url)
 
 
 def test_a_killed_holder_releases_the_job(url: str, tmp_path: Path) -> None:
@@ -328,7 +356,7 @@ def test_a_killed_holder_releases_the_job(url: str, tmp_path: Path) -> None:
         holder.send_signal(signal.SIGKILL)
         assert holder.wait(WAIT) == -signal.SIGKILL
         # The server ends the dead holder's session, and with it the lock.
-        wait_for(lambda: advisory_locks(url) == 0, "the server to end the killed holder's session")
+        wait_for(lambda: not claimed(url), "the server to end the killed holder's session")
         (tmp_path / "release").touch()
         assert ex.run(job).success
 
@@ -346,7 +374,7 @@ async def test_forbid_across_two_executors_with_run_async(url: str, tmp_path: Pa
         (tmp_path / "release").touch()
         assert (await first).success
         assert (await b.run_async(job)).success  # released when the first run ended
-    assert advisory_locks(url) == 0
+    assert not claimed(url)
 
 
 async def test_a_cancelled_forbid_run_releases_the_job(url: str, tmp_path: Path) -> None:
@@ -355,10 +383,11 @@ async def test_a_cancelled_forbid_run_releases_the_job(url: str, tmp_path: Path)
         task = asyncio.create_task(a.run_async(job))
         while not (tmp_path / "started").exists():
             await asyncio.sleep(0.02)
+        assert claimed(url)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert advisory_locks(url) == 0
+        assert not claimed(url)
 
 
 # -- the database goes away ------------------------------------------------------------------
@@ -398,7 +427,7 @@ def test_database_restarted_mid_run_nothing_lost(
 
 
 def gated_job(folder: Path) -> dict[str, Any]:
-    return shell_job("gated", gated(folder))
+    return shell_job("gated", gated(folder), timeout=GATE_TIMEOUT)
 
 
 def test_spooled_executions_are_written_when_the_database_is_back(

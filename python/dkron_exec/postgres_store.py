@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from .errors import ConcurrencyError, StoreError
 from .execution import Execution
@@ -36,7 +37,17 @@ from .store_spool import StoreSpool, default_state_dir
 
 log = logging.getLogger("dkron_exec.store.postgres")
 
-CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
+# libpq parameters used unless the URL sets them: a database host that vanishes (no reset sent)
+# fails a connect or a write within about 30 s, instead of TCP's many minutes, so the execution
+# is spooled rather than the run held.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # milliseconds
+}
 
 _COLUMNS = (
     "job_name, key, started_ns, finished_ns, success, exit_code, error, node_name, grp, attempt, "
@@ -103,14 +114,13 @@ class _Pool:
     def __init__(self, url: str, max_idle: int) -> None:
         self.url = url
         self.max_idle = max_idle
+        given = conninfo_to_dict(url)
+        self._defaults: dict[str, Any] = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
         self._idle: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
 
     def connect(self) -> psycopg.Connection[Any]:
-        kwargs: dict[str, Any] = {"autocommit": True}
-        if "connect_timeout" not in self.url:
-            kwargs["connect_timeout"] = CONNECT_TIMEOUT
-        return psycopg.connect(self.url, **kwargs)
+        return psycopg.connect(self.url, autocommit=True, **self._defaults)
 
     @contextmanager
     def connection(self, fresh: bool = False) -> Iterator[psycopg.Connection[Any]]:
@@ -163,11 +173,9 @@ class PostgresStore:
     ) -> None:
         if isinstance(retention, bool) or not isinstance(retention, int) or retention < 1:
             raise ValueError(f"retention must be a positive integer, got {retention!r}")
-        self.url = url
         self.location = safe_url(url)
         self.retention = retention
         self.retry_interval = retry_interval
-        self._pool = _Pool(url, max_idle)
         digest = hashlib.blake2b(url.encode(), digest_size=8).hexdigest()
         directory = Path(spool_dir) if spool_dir is not None else default_state_dir() / "postgres-spool"
         self._spool = StoreSpool(directory, digest)
@@ -175,6 +183,7 @@ class PostgresStore:
         self._retrier: threading.Thread | None = None
         self._retrier_lock = threading.Lock()
         try:
+            self._pool = _Pool(url, max_idle)
             with self._pool.connection() as conn:
                 migrate(conn, self.location)
         except psycopg.Error as exc:
