@@ -462,3 +462,40 @@ def test_closed_while_away_the_next_store_writes_the_spool(
     assert successor.list("orphan") == [make("orphan", 2), make("orphan", 1)]
     assert not list(tmp_path.glob("*.jsonl"))
     successor.close()
+
+
+_SPOOLER = """
+import os, sys, time
+from datetime import datetime, timezone
+from dkron_exec import Execution
+from dkron_exec.postgres_store import PostgresStore
+url, folder = sys.argv[1:]
+store = PostgresStore(url, spool_dir=folder + "/spool", retry_interval=3600)
+open(folder + "/ready", "w").close()
+while not os.path.exists(folder + "/down"):
+    time.sleep(0.02)
+for n in (1, 2):
+    store.put(Execution(job_name="dead", started_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+                        finished_at=None, success=True, key=f"{1_767_225_600_000_000_000 + n}-x"))
+open(folder + "/spooled", "w").close()
+time.sleep(3600)
+"""
+
+
+def test_a_process_killed_with_spooled_executions_loses_none(
+    server: PostgresServer, url: str, tmp_path: Path
+) -> None:
+    spooler = python(_SPOOLER, url, str(tmp_path))
+    wait_for((tmp_path / "ready").exists, "the store to open", spooler)
+    server.stop("fast")
+    try:
+        (tmp_path / "down").touch()
+        wait_for((tmp_path / "spooled").exists, "the executions to be spooled", spooler)
+        spooler.kill()
+        spooler.wait()
+    finally:
+        server.start()
+    successor = PostgresStore(url, spool_dir=tmp_path / "spool")
+    assert [e.key for e in successor.list("dead")] == [f"{1_767_225_600_000_000_000 + n}-x" for n in (2, 1)]
+    assert not list((tmp_path / "spool").iterdir())
+    successor.close()
