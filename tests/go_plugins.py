@@ -12,16 +12,19 @@ module cache).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "go"
 PLUGBENCH = ROOT.parent / "shared/reference/dkron-plugins/plugbench/cmd"
-# The reference's minimal processor, and its minimal (gRPC) executor, which this host does not run yet.
+# The reference's minimal processor (net/rpc) and minimal executor (gRPC).
 REFERENCE = ("noopproc", "noopexec")
 CACHE = ROOT / "bench-results" / "cache" / "bin"
 _lock = threading.Lock()
@@ -29,6 +32,13 @@ _lock = threading.Lock()
 
 def go() -> str | None:
     return shutil.which("go")
+
+
+def skip_without_go() -> pytest.MarkDecorator:
+    """Skips a module's tests where Go is missing, except under ``DKRON_EXEC_REQUIRE_GO=1`` (set by
+    scripts/test.sh, so CI fails rather than skips Dkron's plugins)."""
+    required = os.environ.get("DKRON_EXEC_REQUIRE_GO") == "1"
+    return pytest.mark.skipif(go() is None and not required, reason="go is not on PATH")
 
 
 def _sources() -> list[tuple[str, Path]]:
@@ -76,4 +86,58 @@ def install(folder: Path, binary: str, name: str, kind: str = "processor") -> Pa
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"dkron-{kind}-{name}"
     path.symlink_to(build()[binary])
+    return path
+
+
+# Dkron's own processors, built from Dkron's module (its builtin/bins main packages, with the
+# module's own go.mod and go.sum, as Dkron's release builds them), and the seed's processor
+# example (examples/seed-processor), built as its README says.
+DKRON_MODULE = "github.com/distribworks/dkron/v4"
+DKRON_VERSION = "v4.0.5"
+DKRON_BINS = ("dkron-processor-files", "dkron-processor-log")
+SEED_EXAMPLE = ROOT / "examples" / "seed-processor"
+SEED_BINARY = "dkron-processor-myplugin"
+
+
+def _go(args: list[str], cwd: Path, what: str) -> str:
+    # The module cache is read-only and the example sits in a git checkout: no go.mod updates,
+    # no VCS stamping (git may refuse a checkout owned by another user).
+    env = {**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false"}
+    proc = subprocess.run([go() or "go", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed: {proc.stderr.strip()[-2000:]}")
+    return proc.stdout
+
+
+def build_dkron_bins() -> dict[str, Path]:
+    """Dkron's ``dkron-processor-files`` and ``-log`` and the seed's ``dkron-processor-myplugin``
+    by binary name; built on first use on a machine, then cached (raises if the build fails)."""
+    if go() is None:
+        raise RuntimeError("go is not on PATH: Dkron's plugins cannot be built")
+    digest = hashlib.sha256(_go(["version"], ROOT, "go version").encode())
+    digest.update(f"{DKRON_MODULE}@{DKRON_VERSION} {' '.join(DKRON_BINS)}".encode())
+    for path in sorted(p for p in SEED_EXAMPLE.iterdir() if p.suffix in (".go", ".mod", ".sum")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    out = CACHE / f"go-dkronbins-{digest.hexdigest()[:12]}"
+    with _lock:
+        if not out.is_dir():
+            work = out.with_name(f"{out.name}.tmp{os.getpid()}")
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            module = f"{DKRON_MODULE}@{DKRON_VERSION}"
+            info = _go(["mod", "download", "-json", module], work, f"downloading {module}")
+            source = Path(json.loads(info)["Dir"])
+            packages = [f"./builtin/bins/{name}" for name in DKRON_BINS]
+            _go(["build", "-o", f"{work}/", *packages], source, f"building {', '.join(DKRON_BINS)}")
+            _go(["build", "-o", str(work / SEED_BINARY), "."], SEED_EXAMPLE, "building the seed's example")
+            shutil.rmtree(out, ignore_errors=True)
+            work.replace(out)
+    return {p.name: p for p in out.iterdir()}
+
+
+def install_dkron_bin(folder: Path, binary: str, name: str) -> Path:
+    """Links one of ``build_dkron_bins()`` into ``folder`` as ``dkron-processor-NAME``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"dkron-processor-{name}"
+    path.symlink_to(build_dkron_bins()[binary])
     return path

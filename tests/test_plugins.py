@@ -20,7 +20,7 @@ from dkron_exec import Executor, PluginError
 from dkron_exec._core import PluginHost
 from dkron_exec.plugin import COOKIE_VALUE
 from jobs import an_execution, shell_job
-from plugin_support import PROCESSOR, install, install_example
+from plugin_support import EXAMPLES, PROCESSOR, install, install_example
 
 
 @pytest.fixture
@@ -111,6 +111,22 @@ def test_executor_plugin_timeout_and_output_limit(tmp_path: Path, plugin_dir: Pa
             big.output.endswith(b"1000\n")
             and big.output_size == len(b"\n".join(b"%d" % i for i in range(1, 1001))) + 1
         )
+
+
+def test_an_executor_plugin_s_start_up_does_not_count_against_the_job_s_timeout(
+    tmp_path: Path, plugin_dir: Path
+) -> None:
+    # The timeout is the job's (Dkron: "execution time exceeding defined timeout"): a plugin that
+    # takes longer than it to start still runs the job, which then times out on its own time.
+    source = (EXAMPLES / "plugins" / "stream_executor.py").read_text().split("\n", 1)[1]
+    future = "from __future__ import annotations\n"
+    slow_source = source.replace(future, future + "import time\ntime.sleep(1.5)\n")
+    install(plugin_dir, "executor", "slowstart", slow_source)
+    with Executor(":memory:", plugin_dirs=[plugin_dir]) as ex:
+        config = {"command": "echo early; sleep 30", "timeout": "500ms"}
+        slow = ex.run({"name": "t", "executor": "slowstart", "executor_config": config})
+        assert not slow.success and "timeout 500ms" in (slow.error or ""), slow.error
+        assert slow.output.startswith(b"early\n"), slow.output
 
 
 async def test_executor_plugin_from_asyncio(ex: Executor, plugin_dir: Path) -> None:
@@ -262,6 +278,32 @@ def _processes_running(marker: str) -> list[int]:
             if marker.encode() in cmdline and state not in ("Z", "X"):
                 pids.append(int(entry))
     return pids
+
+
+def test_an_answer_cannot_move_the_execution_nor_round_its_start_time(
+    ex: Executor, plugin_dir: Path
+) -> None:
+    # A Python plugin sends the whole execution back, its start time cut to microseconds (datetime):
+    # the key, the store and later plugins must still see the host's nanoseconds.
+    mover = """
+from dkron_exec.plugin import serve
+
+class Mover:
+    def process(self, args):
+        return args.execution.replace(job_name="elsewhere", node_name="other", group=1, output=b"moved")
+
+serve(processor=Mover())
+"""
+    install(plugin_dir, "processor", "mover", mover)
+    install(plugin_dir, "processor", "p", PROCESSOR)  # both before the first run: discovery is once
+    kept = ex.run(shell_job("j", "echo hello", processors={"p": {"append": "!"}}))
+    assert kept.output == b"hello\n!" and kept.processor_errors == []
+    assert ex.execution("j", kept.key) == kept
+    moved = ex.run(shell_job("j", "echo hello", processors={"mover": {}}))
+    assert (moved.job_name, moved.node_name, moved.output) == ("j", "n1", b"moved")
+    [note] = moved.processor_errors
+    assert note.startswith("mover: the answer changed job_name, node_name, group"), note
+    assert ex.execution("j", moved.key) == moved and ex.executions("elsewhere") == []
 
 
 def test_print_noise_goes_to_logging_not_the_channel(

@@ -1,5 +1,5 @@
 """``dkron-exec``: run a job once, list its stored executions, validate job files, check how jobs
-are contained on this machine."""
+are contained on this machine, serve a folder of jobs on their schedules (``serve_cli``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .errors import DkronExecError, JobError
 from .execution import Execution
 from .executor import Executor
 from .job import Job
+from .serve_cli import add_serve_parser
 from .store import default_store_path, describe_store
 
 
@@ -196,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--no-cgroups", action="store_true", help="what Executor(cgroups=False) gets")
     doc.add_argument("--json", action="store_true")
     doc.set_defaults(func=cmd_doctor)
+
+    add_serve_parser(sub)
     return parser
 
 

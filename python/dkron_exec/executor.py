@@ -123,7 +123,9 @@ class Executor:
     ``plugin_start_timeout`` a plugin's start-up (launch to handshake), in seconds. A call waits
     for a starting plugin within its own deadline: a plugin that has not completed its handshake
     when a waiting call's ``plugin_timeout`` expires is killed then, and the next call starts a
-    fresh one (so ``plugin_timeout`` must cover a plugin's start-up as well as its answer).
+    fresh one (so ``plugin_timeout`` must cover a plugin's start-up as well as its answer). An
+    executor plugin's job ``timeout`` is the job's own, as in Dkron: it starts once the plugin is
+    ready, and start-up is bounded by ``plugin_start_timeout``.
 
     Nothing a job starts outlives it: each run is contained in a cgroup of its own where the
     machine allows it (``cgroups=False``, or ``DKRON_EXEC_CGROUP=off``, forces the process-group

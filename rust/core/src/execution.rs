@@ -185,6 +185,39 @@ impl Execution {
     }
 }
 
+impl Execution {
+    /// Puts back the fields that identify this execution (where it is stored and under which
+    /// key), if a processor's answer changed them, and names the ones it changed. A start time
+    /// equal to ours at microsecond precision is ours, rounded by a peer whose clock type holds
+    /// no nanoseconds (Python's datetime): not a change.
+    pub fn keep_identity_of(&mut self, before: &Execution) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.job_name != before.job_name {
+            changed.push("job_name");
+            self.job_name.clone_from(&before.job_name);
+        }
+        if self.key != before.key {
+            changed.push("key");
+            self.key.clone_from(&before.key);
+        }
+        if self.node_name != before.node_name {
+            changed.push("node_name");
+            self.node_name.clone_from(&before.node_name);
+        }
+        if self.group != before.group {
+            changed.push("group");
+            self.group = before.group;
+        }
+        if self.started_ns != before.started_ns {
+            if self.started_ns / 1_000 != before.started_ns / 1_000 {
+                changed.push("started_at");
+            }
+            self.started_ns = before.started_ns;
+        }
+        changed
+    }
+}
+
 /// The fields of docs/PROTOCOL.md §4.1 as a peer sent them, read straight from the JSON (no map
 /// in between): a field left out (or null where null means nothing) is None and keeps its value.
 #[derive(Debug, Default, Deserialize)]

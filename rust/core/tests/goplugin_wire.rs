@@ -165,7 +165,8 @@ async fn yamux_client_opens_streams_respects_windows_and_answers_pings() {
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let session = Session::start(ours, move |e| {
         let _ = ended_tx.send(e);
-    });
+    })
+    .unwrap();
     let mut a = session.open().unwrap();
     let b = session.open().unwrap();
     // Streams open with a window update carrying SYN, on odd ids in order.
@@ -212,4 +213,34 @@ async fn yamux_client_opens_streams_respects_windows_and_answers_pings() {
     drop(theirs);
     assert_eq!(ended_rx.await.unwrap(), None);
     assert!(session.open().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yamux_frames_the_socket_cannot_take_at_once_go_out_later_in_order() {
+    let (ours, mut theirs) = tokio::net::UnixStream::pair().unwrap();
+    let session = Session::start(ours, |_| {}).unwrap();
+    let stream = session.open().unwrap();
+    assert_eq!(read_frame(&mut theirs).await.0, yamux::header(yamux::WINDOW_UPDATE, yamux::SYN, 1, 0));
+    // A window far beyond the socket's buffer: with the reader slow, writes must queue, and the
+    // writer task drains the queue while the sender (a thread of its own, as a caller is) goes on.
+    let total: usize = 8 << 20;
+    theirs.write_all(&yamux::header(yamux::WINDOW_UPDATE, 0, 1, total as u32)).await.unwrap();
+    let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+    let expected = data.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let sender = std::thread::spawn(move || {
+        for piece in data.chunks(4000) {
+            runtime.block_on(stream.write_all(piece)).unwrap();
+            std::thread::yield_now();
+        }
+    });
+    let mut got = Vec::with_capacity(total);
+    while got.len() < total {
+        let (h, body) = read_frame(&mut theirs).await;
+        assert_eq!((h[1], u32::from_be_bytes([h[4], h[5], h[6], h[7]])), (yamux::DATA, 1));
+        got.extend_from_slice(&body);
+        tokio::task::yield_now().await;
+    }
+    assert!(got == expected, "the bytes arrive whole and in order");
+    sender.join().unwrap();
 }

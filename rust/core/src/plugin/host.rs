@@ -97,16 +97,29 @@ impl Plugin {
         deadline: Option<Instant>,
         timeout: Option<Duration>,
         sink: Option<Arc<dyn CallSink>>,
+        clock: Clock,
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Frame, PluginFailure> {
         // A channel that failed just before the call was sent is retried on the next process.
         for _ in 0..3 {
-            let conn = match self.conn(deadline, timeout, interrupted)? {
+            let wait = match clock {
+                Clock::FromCall => deadline,
+                Clock::FromReady => None,
+            };
+            let conn = match self.conn(wait, timeout, interrupted)? {
                 Ready::Ours(conn) => conn,
                 Ready::Go(_) => {
                     let why = "is a Dkron go-plugin processor: it only takes process calls";
                     return Err(self.failure(FailureKind::Protocol, why));
                 }
+                Ready::GoExec(_) => {
+                    let why = "is a Dkron go-plugin executor: it only takes execute calls";
+                    return Err(self.failure(FailureKind::Protocol, why));
+                }
+            };
+            let deadline = match clock {
+                Clock::FromCall => deadline,
+                Clock::FromReady => timeout.map(|t| Instant::now() + t),
             };
             let req = Request { id, head, body, deadline, timeout, sink: sink.clone() };
             match conn.call(req, interrupted) {
@@ -117,6 +130,15 @@ impl Plugin {
         }
         Err(self.failure(FailureKind::Crashed, "the plugin kept failing before the call could be sent"))
     }
+}
+
+/// When a call's timeout starts. A processor call's `plugin_timeout` covers the plugin's start-up
+/// (a plugin that has not said hello by then is killed); an executor's timeout is the job's, as in
+/// Dkron, so it starts once the plugin is ready (start-up is bounded by the start timeout).
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    FromCall,
+    FromReady,
 }
 
 pub struct PluginHost {
@@ -246,14 +268,37 @@ impl PluginHost {
     ) -> Result<Execution, PluginFailure> {
         let plugin = self.plugin(Kind::Processor, name)?;
         let deadline = timeout.map(|t| Instant::now() + t);
-        if let Some(result) = process_go(&plugin, execution, output, config, deadline, timeout, interrupted) {
-            return result;
+        let answer = match process_go(&plugin, execution, output, config, deadline, timeout, interrupted) {
+            Some(result) => result,
+            None => self.process_ours(&plugin, execution, output, config, deadline, timeout, interrupted),
+        };
+        let mut next = answer?;
+        let changed = next.keep_identity_of(execution);
+        if !changed.is_empty() {
+            next.processor_errors.push(format!(
+                "{name}: the answer changed {}, which identify the execution and are the host's; kept the host's",
+                changed.join(", ")
+            ));
         }
+        Ok(next)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn process_ours(
+        &self,
+        plugin: &Plugin,
+        execution: &Execution,
+        output: &[u8],
+        config: &HashMap<String, String>,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+        interrupted: &mut dyn FnMut() -> bool,
+    ) -> Result<Execution, PluginFailure> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let head = codec::execution_head("process", id, execution, Some(config))
             .and_then(|head| codec::finish_head(head, output.len(), self.config.max_frame))
             .map_err(|e| plugin.failure(FailureKind::Protocol, format!("request not sent: {e}")))?;
-        let Frame { header, body } = plugin.call(id, &head, output, deadline, timeout, None, interrupted)?;
+        let Frame { header, body } = plugin.call(id, &head, output, deadline, timeout, None, Clock::FromCall, interrupted)?;
         let mut next = execution.clone_without_output();
         let empty = Map::new();
         let fields = match header.get("execution") {
@@ -287,13 +332,18 @@ impl PluginHost {
         let max = self.config.max_frame;
         let deadline = timeout.map(|t| Instant::now() + t);
         self.handle.spawn_blocking(move || {
+            let interrupted = &mut || flag.load(Ordering::Relaxed);
+            if let Some(result) = execute_go(&plugin, &header, timeout, &sink, interrupted) {
+                sink.finish(result);
+                return;
+            }
             header.insert("id".into(), Value::from(id));
             let head = serde_json::to_vec(&header)
                 .map_err(|e| codec::CodecError::Malformed(e.to_string()))
                 .and_then(|h| codec::encode_head(&h, body.len(), max))
                 .map_err(|e| plugin.failure(FailureKind::Protocol, format!("request not sent: {e}")));
             let result = head.and_then(|head| {
-                plugin.call(id, &head, &body, deadline, timeout, Some(sink.clone()), &mut || flag.load(Ordering::Relaxed))
+                plugin.call(id, &head, &body, deadline, timeout, Some(sink.clone()), Clock::FromReady, interrupted)
             });
             sink.finish(result);
         });
@@ -346,11 +396,42 @@ fn process_go(
     for _ in 0..3 {
         let client = match plugin.conn(deadline, timeout, interrupted) {
             Ok(Ready::Go(client)) => client,
-            Ok(Ready::Ours(_)) => return None,
+            Ok(Ready::Ours(_) | Ready::GoExec(_)) => return None,
             Err(failure) => return Some(Err(failure)),
         };
         if client.usable() {
             return Some(client.process(execution, output, config, deadline, timeout, interrupted));
+        }
+    }
+    Some(Err(plugin.failure(FailureKind::Crashed, "the plugin kept failing before the call could be sent")))
+}
+
+/// An execute call on a Dkron go-plugin executor (job name and config taken from the call's
+/// header), or None when the plugin is not one. Starts the plugin if it is not running (bounded
+/// by the start timeout); as for our executors, the job's timeout runs from when it is ready. A
+/// client that failed before the call was sent is retried on the next process.
+fn execute_go(
+    plugin: &Plugin,
+    header: &Map<String, Value>,
+    timeout: Option<Duration>,
+    sink: &Arc<dyn CallSink>,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Option<Result<Frame, PluginFailure>> {
+    for _ in 0..3 {
+        let client = match plugin.conn(None, timeout, interrupted) {
+            Ok(Ready::GoExec(client)) => client,
+            Ok(Ready::Ours(_) | Ready::Go(_)) => return None,
+            Err(failure) => return Some(Err(failure)),
+        };
+        if client.usable() {
+            let job_name = header.get("job_name").and_then(Value::as_str).unwrap_or_default();
+            // Dkron sends the executor config as a map of strings.
+            let config = match header.get("config") {
+                Some(Value::Object(c)) => c.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect(),
+                _ => Default::default(),
+            };
+            let deadline = timeout.map(|t| Instant::now() + t);
+            return Some(client.execute(job_name, config, deadline, timeout, sink.clone(), interrupted));
         }
     }
     Some(Err(plugin.failure(FailureKind::Crashed, "the plugin kept failing before the call could be sent")))

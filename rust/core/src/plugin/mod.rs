@@ -2,7 +2,7 @@
 //! docs/PROTOCOL.md. `codec` is the wire format, `spawn` the launch (socketpair on fd 3,
 //! death signal), `supervisor` one plugin's life (handshake, in-flight calls, timeouts,
 //! restarts), `host` the registry the binding talks to, `run` executor-plugin runs;
-//! `goplugin` speaks Dkron's own (hashicorp/go-plugin) processors.
+//! `goplugin` speaks Dkron's own (hashicorp/go-plugin) processors and executors.
 
 pub mod codec;
 pub mod conn;

@@ -22,6 +22,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use super::codec::{self, header, CodecError, Frame};
 use super::conn::{Conn, Report};
+use super::goplugin::executor::GoExecutor;
 use super::goplugin::{self, GoClient};
 use super::logs::{LineSplitter, LogQueue};
 use super::spawn::{self, Launched};
@@ -33,11 +34,13 @@ pub trait CallSink: Send + Sync {
     fn finish(&self, result: Result<Frame, PluginFailure>);
 }
 
-/// A plugin ready for calls: one of ours, or one of Dkron's (go-plugin net/rpc).
+/// A plugin ready for calls: one of ours, or one of Dkron's (a go-plugin net/rpc processor or
+/// gRPC executor).
 #[derive(Clone)]
 pub enum Ready {
     Ours(Arc<Conn>),
     Go(Arc<GoClient>),
+    GoExec(Arc<GoExecutor>),
 }
 
 impl Ready {
@@ -45,24 +48,28 @@ impl Ready {
         match self {
             Ready::Ours(c) => c.usable(),
             Ready::Go(c) => c.usable(),
+            Ready::GoExec(c) => c.usable(),
         }
     }
     pub fn generation(&self) -> u64 {
         match self {
             Ready::Ours(c) => c.generation,
             Ready::Go(c) => c.generation,
+            Ready::GoExec(c) => c.generation,
         }
     }
     fn answered(&self) -> bool {
         match self {
             Ready::Ours(c) => c.answered.load(Ordering::Relaxed),
-            Ready::Go(c) => c.answered.load(Ordering::Relaxed),
+            Ready::Go(c) => c.life.answered.load(Ordering::Relaxed),
+            Ready::GoExec(c) => c.life.answered.load(Ordering::Relaxed),
         }
     }
     fn fail(&self, failure: &PluginFailure) {
         match self {
             Ready::Ours(c) => c.fail(failure),
             Ready::Go(c) => c.fail(failure),
+            Ready::GoExec(c) => c.fail(failure),
         }
     }
 }
@@ -448,11 +455,17 @@ impl Supervisor {
                 return self.fail_process(FailureKind::Start, why).await;
             }
         };
-        if hs.protocol != "netrpc" || self.spec.kind != super::Kind::Processor {
+        // Dkron's processors speak net/rpc, its executors gRPC (as Dkron allows them).
+        let expected = match self.spec.kind {
+            super::Kind::Processor => "netrpc",
+            super::Kind::Executor => "grpc",
+        };
+        if hs.protocol != expected {
             let why = format!(
-                "is a Dkron go-plugin {} speaking {}: dkron_exec runs Dkron's net/rpc processors, not yet its gRPC executors; killed",
+                "is a Dkron go-plugin {} speaking {}: Dkron's {}s speak {expected}; killed",
                 self.spec.kind.as_str(),
-                hs.protocol
+                hs.protocol,
+                self.spec.kind.as_str()
             );
             return self.fail_process(FailureKind::Start, why).await;
         }
@@ -475,8 +488,14 @@ impl Supervisor {
                 let _ = gives_up.send(Report::GaveUp { generation, kind, why });
             }),
         };
-        match tokio::time::timeout_at(deadline, GoClient::connect(&hs, connect)).await {
-            Ok(Ok(client)) => self.ready(Ready::Go(client)),
+        let connecting = async {
+            match self.spec.kind {
+                super::Kind::Processor => GoClient::connect(&hs, connect).await.map(Ready::Go),
+                super::Kind::Executor => GoExecutor::connect(&hs, connect).await.map(Ready::GoExec),
+            }
+        };
+        match tokio::time::timeout_at(deadline, connecting).await {
+            Ok(Ok(ready)) => self.ready(ready),
             Ok(Err(e)) => self.fail_process(FailureKind::Start, format!("go-plugin handshake failed: {e}; killed")).await,
             Err(_) => {
                 let why = format!("did not complete the go-plugin handshake within {:?}; killed", self.spec.start_timeout);
@@ -571,6 +590,11 @@ impl Supervisor {
             Some(Ready::Go(client)) => {
                 // go-plugin's polite stop: Control.Quit, then the same grace and kill.
                 let _ = timeout(grace, client.quit()).await;
+                client.fail(&failure);
+            }
+            Some(Ready::GoExec(client)) => {
+                // go-plugin's polite stop over gRPC: GRPCController.Shutdown.
+                let _ = timeout(grace, client.shutdown()).await;
                 client.fail(&failure);
             }
             None => {}

@@ -1,23 +1,26 @@
 //! Dkron's own plugins (hashicorp/go-plugin), beside our protocol: the handshake line a plugin
-//! prints on stdout, and the net/rpc processor client (`gob` over `yamux`, `netrpc` framing).
-//! Executors (go-plugin gRPC) are not spoken yet.
+//! prints on stdout, the net/rpc processor client (`gob` over `yamux`, `netrpc` framing), and
+//! the gRPC executor client (`executor`: `proto` over `grpc` on HTTP/2).
 //!
 //! The supervisor launches every plugin with both our environment and go-plugin's; a plugin
 //! that prints a go-plugin handshake line instead of saying hello on fd 3 is connected here.
 
+pub mod executor;
 pub mod gob;
+pub mod grpc;
+pub mod life;
 pub mod netrpc;
+pub mod proto;
 pub mod yamux;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UnixStream;
-use tokio::sync::watch;
 
 use self::gob::{DkronExecution, Timestamp};
+pub use self::life::{GiveUp, Life};
 use self::netrpc::{RpcError, RpcStream};
 use self::yamux::{Session, Stream};
 use super::conn::SLICE;
@@ -25,8 +28,16 @@ use super::logs::{LineSplitter, LogQueue};
 use super::{FailureKind, PluginFailure};
 use crate::execution::Execution;
 
-/// go-plugin's environment: the port range only matters to plugins on Windows.
-pub const ENV: &[(&str, &str)] = &[("PLUGIN_PROTOCOL_VERSIONS", "1"), ("PLUGIN_MIN_PORT", "0"), ("PLUGIN_MAX_PORT", "0")];
+/// go-plugin's environment: the port range only matters to plugins on Windows. The multiplexed
+/// gRPC broker and automatic mTLS, which Dkron does not use either, are turned off even when the
+/// host's own environment asks for them (a plugin inherits it).
+pub const ENV: &[(&str, &str)] = &[
+    ("PLUGIN_PROTOCOL_VERSIONS", "1"),
+    ("PLUGIN_MIN_PORT", "0"),
+    ("PLUGIN_MAX_PORT", "0"),
+    ("PLUGIN_MULTIPLEX_GRPC", ""),
+    ("PLUGIN_CLIENT_CERT", ""),
+];
 
 /// Lines longer than this are cut (as for the plugin's real stdout and stderr).
 const LINE_MAX: usize = 64 * 1024;
@@ -71,22 +82,13 @@ pub fn parse_handshake(line: &str) -> Result<Handshake, String> {
     Ok(Handshake { network: parts[2].into(), address: parts[3].into(), protocol: protocol.into() })
 }
 
-/// Tells the supervisor a caller gave up on the plugin (kind, why): it is to be killed.
-pub type GiveUp = Box<dyn FnOnce(FailureKind, String) + Send>;
-
 /// A connected go-plugin processor. Calls are serialised: one in flight per plugin.
 pub struct GoClient {
     pub generation: u64,
-    who: Arc<str>,
     session: Session,
     control: tokio::sync::Mutex<RpcStream>,
     plugin: Arc<tokio::sync::Mutex<RpcStream>>,
-    /// A caller gave up on it (timeout, cancel): the supervisor is killing it.
-    given_up: AtomicBool,
-    /// Set by the supervisor when the process failed, with the reason.
-    dead: watch::Sender<Option<PluginFailure>>,
-    pub answered: AtomicBool,
-    on_give_up: Mutex<Option<GiveUp>>,
+    pub life: Life,
 }
 
 /// What the supervisor gives `connect`.
@@ -105,13 +107,8 @@ impl GoClient {
     /// stderr), dispenses "processor" and opens the broker stream it names. Runs on the host's
     /// runtime.
     pub async fn connect(hs: &Handshake, c: Connect) -> Result<Arc<GoClient>, String> {
-        let socket = UnixStream::connect(&hs.address).await.map_err(|e| format!("could not connect to {}: {e}", hs.address))?;
-        // Connected: the socket's name is no longer needed, and a plugin that is SIGKILLed
-        // leaves it behind. Only a socket is removed (the path comes from the plugin).
-        if std::fs::symlink_metadata(&hs.address).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
-            let _ = std::fs::remove_file(&hs.address);
-        }
-        let session = Session::start(socket, c.on_end);
+        let socket = connect_socket(hs).await?;
+        let session = Session::start(socket, c.on_end)?;
         let mut control = RpcStream::new(session.open()?);
         for stream in ["stdout", "stderr"] {
             tokio::spawn(pump(session.open()?, c.logs.clone(), c.name.clone(), stream));
@@ -124,38 +121,26 @@ impl GoClient {
         if ack != id {
             return Err(format!("the broker acknowledged stream id {ack}, expected {id}"));
         }
-        let (dead, _) = watch::channel(None);
         Ok(Arc::new(GoClient {
             generation: c.generation,
-            who: c.who,
             session,
             control: tokio::sync::Mutex::new(control),
             plugin: Arc::new(tokio::sync::Mutex::new(RpcStream::new(broker))),
-            given_up: AtomicBool::new(false),
-            dead,
-            answered: AtomicBool::new(false),
-            on_give_up: Mutex::new(Some(c.on_give_up)),
+            life: Life::new(c.who, c.on_give_up),
         }))
     }
 
     fn failure(&self, kind: FailureKind, what: impl std::fmt::Display) -> PluginFailure {
-        PluginFailure { kind, message: format!("{}: {what}", self.who) }
+        self.life.failure(kind, what)
     }
 
     pub fn usable(&self) -> bool {
-        !self.given_up.load(Ordering::Relaxed) && self.dead.borrow().is_none()
+        self.life.usable()
     }
 
     /// The process failed: calls fail with `failure`.
     pub fn fail(&self, failure: &PluginFailure) {
-        self.dead.send_if_modified(|d| {
-            if d.is_none() {
-                *d = Some(failure.clone());
-                true
-            } else {
-                false
-            }
-        });
+        self.life.fail(failure);
         self.session.close();
     }
 
@@ -200,45 +185,34 @@ impl GoClient {
         };
         match result {
             Ok(value) => {
-                self.answered.store(true, Ordering::Relaxed);
+                self.life.answered();
                 let back = gob::execution_of(value).map_err(|e| self.give_up(FailureKind::Protocol, format!("answered with an unusable Execution: {e}; killed")))?;
                 Ok(from_dkron(execution, back))
             }
             // Dkron's processors have no error result; net/rpc reports a panic or a bad call.
             Err(RpcError::Remote(e)) => {
-                self.answered.store(true, Ordering::Relaxed);
+                self.life.answered();
                 Err(self.failure(FailureKind::Remote, format!("Plugin.Process failed: {e}")))
             }
             Err(RpcError::Protocol(e)) => Err(self.give_up(FailureKind::Protocol, format!("{e}; killed"))),
-            Err(RpcError::Io(e)) => Err(self.wait_dead(Duration::from_secs(3)).unwrap_or_else(|| self.failure(FailureKind::Crashed, e))),
+            Err(RpcError::Io(e)) => Err(self.life.wait_dead(Duration::from_secs(3)).unwrap_or_else(|| self.failure(FailureKind::Crashed, e))),
         }
     }
 
-    /// Asks the supervisor to kill the process and returns the failure the caller reports.
     fn give_up(&self, kind: FailureKind, why: String) -> PluginFailure {
-        self.given_up.store(true, Ordering::Relaxed);
-        let failure = self.failure(kind, &why);
-        if let Some(f) = self.on_give_up.lock().unwrap().take() {
-            f(kind, why);
-        }
-        // The next call should find a new process, not this one being killed.
-        let _ = self.wait_dead(Duration::from_secs(3));
-        failure
+        self.life.give_up(kind, why)
     }
+}
 
-    /// The supervisor's failure for this process, once it has one (None after `wait`).
-    fn wait_dead(&self, wait: Duration) -> Option<PluginFailure> {
-        let end = Instant::now() + wait;
-        loop {
-            if let Some(f) = self.dead.borrow().clone() {
-                return Some(f);
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+/// Connects to the socket a handshake line names, then removes its name: it is no longer
+/// needed, and a plugin that is SIGKILLed leaves it behind. Only a socket is removed (the path
+/// comes from the plugin).
+pub async fn connect_socket(hs: &Handshake) -> Result<UnixStream, String> {
+    let socket = UnixStream::connect(&hs.address).await.map_err(|e| format!("could not connect to {}: {e}", hs.address))?;
+    if std::fs::symlink_metadata(&hs.address).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
+        let _ = std::fs::remove_file(&hs.address);
     }
+    Ok(socket)
 }
 
 /// Wakes the thread parked in `park_on`.
@@ -252,7 +226,7 @@ impl std::task::Wake for Unpark {
 
 /// Polls `fut` on this thread until it is ready, parking in between; asks `give_up` at least
 /// every SLICE (and at `deadline`), and stops when it says why.
-fn park_on<F: std::future::Future, E>(fut: F, deadline: Option<Instant>, mut give_up: impl FnMut() -> Option<E>) -> Result<F::Output, E> {
+pub(crate) fn park_on<F: std::future::Future, E>(fut: F, deadline: Option<Instant>, mut give_up: impl FnMut() -> Option<E>) -> Result<F::Output, E> {
     let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = std::task::Context::from_waker(&waker);
     let mut fut = std::pin::pin!(fut);

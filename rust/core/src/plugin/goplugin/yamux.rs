@@ -2,15 +2,20 @@
 //! needs: open streams, send data within the peer's window, receive data and hand the window
 //! back at once, answer pings, and notice FIN, RST, go-away and the socket closing.
 //!
-//! One task reads the socket and one writes it; streams talk to them through channels.
+//! One task reads the socket (buffered: a header and its data in one read) and hands each
+//! stream its bytes through a channel. Frames are written straight from the thread that sends
+//! them, so a call costs no hop to the runtime thread; what the socket does not take at once
+//! waits, in order, for a writer task.
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 pub const DATA: u8 = 0;
 pub const WINDOW_UPDATE: u8 = 1;
@@ -25,6 +30,8 @@ pub const RST: u16 = 8;
 pub const INITIAL_WINDOW: u32 = 256 * 1024;
 /// The largest data frame this side sends.
 const CHUNK: usize = 64 * 1024;
+/// The reader's buffer: a reply's header and data usually arrive in one read.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// A frame header: version 0, type, flags, stream id, length (big-endian).
 pub fn header(kind: u8, flags: u16, stream: u32, length: u32) -> [u8; 12] {
@@ -43,8 +50,103 @@ struct Slot {
     unacked: u32,
 }
 
+/// The socket's writing side, shared by every sender.
+struct Writer {
+    /// A second descriptor of the socket (non-blocking, as tokio set it up) for direct writes.
+    direct: std::os::unix::net::UnixStream,
+    state: Mutex<WriteState>,
+    /// Tells the writer task there is a queue to drain, or that the session ended.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct WriteState {
+    /// Bytes the socket did not take at once, for the writer task.
+    queue: Vec<u8>,
+    /// The writer task holds bytes taken from the queue: no direct write until it is done.
+    draining: bool,
+    /// No more writes: the session ended, or writing failed.
+    stopped: Option<String>,
+}
+
+impl Writer {
+    /// Writes `frame` now if nothing waits before it and the socket takes it; queues the rest.
+    fn send(&self, frame: &[u8]) -> Result<(), String> {
+        let mut state = self.state.lock().unwrap();
+        if let Some(why) = &state.stopped {
+            return Err(why.clone());
+        }
+        let mut rest = frame;
+        if state.queue.is_empty() && !state.draining {
+            while !rest.is_empty() {
+                match send_now(&self.direct, rest) {
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        let why = format!("writing the yamux session: {e}");
+                        state.stopped = Some(why.clone());
+                        drop(state);
+                        self.wake.notify_one();
+                        return Err(why);
+                    }
+                }
+            }
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
+        state.queue.extend_from_slice(rest);
+        drop(state);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn stop(&self, why: String) {
+        self.state.lock().unwrap().stopped.get_or_insert(why);
+        self.wake.notify_one();
+    }
+
+    /// The writer task: drains the queue whenever told, until the session stops.
+    async fn run(self: Arc<Self>, mut wr: OwnedWriteHalf) {
+        loop {
+            self.wake.notified().await;
+            loop {
+                let bytes = {
+                    let mut state = self.state.lock().unwrap();
+                    state.draining = !state.queue.is_empty();
+                    std::mem::take(&mut state.queue)
+                };
+                if bytes.is_empty() {
+                    break;
+                }
+                if let Err(e) = wr.write_all(&bytes).await {
+                    let mut state = self.state.lock().unwrap();
+                    state.stopped.get_or_insert(format!("writing the yamux session: {e}"));
+                    state.draining = false;
+                    return;
+                }
+            }
+            if self.state.lock().unwrap().stopped.is_some() {
+                return;
+            }
+        }
+    }
+}
+
+/// One non-blocking send, without SIGPIPE if the plugin is gone.
+fn send_now(socket: &std::os::unix::net::UnixStream, bytes: &[u8]) -> std::io::Result<usize> {
+    // SAFETY: the descriptor is open for as long as `socket` is borrowed; `bytes` is valid.
+    let n = unsafe { libc::send(socket.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 struct Inner {
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    writer: Arc<Writer>,
     streams: Mutex<HashMap<u32, Slot>>,
     next_id: AtomicU32,
     /// Why the session ended, once it has.
@@ -53,7 +155,9 @@ struct Inner {
 
 impl Inner {
     fn end(&self, why: String) {
-        self.ended.lock().unwrap().get_or_insert(why);
+        self.ended.lock().unwrap().get_or_insert(why.clone());
+        // What was queued before still goes out; nothing after.
+        self.writer.stop(why);
         // Dropping the senders ends every reader; closing the windows fails every writer.
         for (_, slot) in self.streams.lock().unwrap().drain() {
             slot.window.close();
@@ -73,28 +177,20 @@ pub struct Session {
 impl Session {
     /// Starts the reader and writer tasks on the current runtime. `on_end` is told once how the
     /// session ended: None for a clean end of the socket, Some(error) otherwise.
-    pub fn start(socket: UnixStream, on_end: impl FnOnce(Option<String>) + Send + 'static) -> Self {
-        let (out, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    pub fn start(socket: UnixStream, on_end: impl FnOnce(Option<String>) + Send + 'static) -> Result<Self, String> {
+        let direct = socket.as_fd().try_clone_to_owned().map_err(|e| format!("duplicating the plugin's socket: {e}"))?;
+        let writer = Arc::new(Writer { direct: direct.into(), state: Mutex::default(), wake: Notify::new() });
         let inner = Arc::new(Inner {
-            out,
+            writer: writer.clone(),
             streams: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
             ended: Mutex::new(None),
         });
-        let (mut rd, mut wr) = socket.into_split();
-        tokio::spawn(async move {
-            while let Some(mut frame) = out_rx.recv().await {
-                // What queued up meanwhile goes out in the same write.
-                while let Ok(more) = out_rx.try_recv() {
-                    frame.extend_from_slice(&more);
-                }
-                if wr.write_all(&frame).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let (rd, wr) = socket.into_split();
+        tokio::spawn(writer.run(wr));
         let reader = inner.clone();
         tokio::spawn(async move {
+            let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
             let result = read_loop(&mut rd, &reader).await;
             let why = match &result {
                 Ok(()) => "the plugin closed the connection".to_string(),
@@ -103,7 +199,7 @@ impl Session {
             reader.end(why);
             on_end(result.err());
         });
-        Self { inner }
+        Ok(Self { inner })
     }
 
     /// Opens a stream (a window update carrying SYN, as hashicorp's client does).
@@ -118,22 +214,22 @@ impl Session {
             }
             streams.insert(id, Slot { data: tx, window: window.clone(), unacked: 0 });
         }
-        self.send(header(WINDOW_UPDATE, SYN, id, 0).to_vec())?;
+        self.send(&header(WINDOW_UPDATE, SYN, id, 0))?;
         Ok(Stream { id, rx, pending: Vec::new(), pos: 0, window, session: self.clone() })
     }
 
-    fn send(&self, frame: Vec<u8>) -> Result<(), String> {
-        self.inner.out.send(frame).map_err(|_| self.inner.ended())
+    fn send(&self, frame: &[u8]) -> Result<(), String> {
+        self.inner.writer.send(frame).map_err(|e| self.inner.ended.lock().unwrap().clone().unwrap_or(e))
     }
 
     /// Says go-away (normal termination) and stops reading.
     pub fn close(&self) {
-        let _ = self.send(header(GO_AWAY, 0, 0, 0).to_vec());
+        let _ = self.send(&header(GO_AWAY, 0, 0, 0));
         self.inner.end("the host closed the session".into());
     }
 }
 
-async fn read_loop(rd: &mut tokio::net::unix::OwnedReadHalf, inner: &Inner) -> Result<(), String> {
+async fn read_loop(rd: &mut (impl AsyncRead + Unpin), inner: &Inner) -> Result<(), String> {
     let mut h = [0u8; 12];
     loop {
         match rd.read_exact(&mut h).await {
@@ -163,7 +259,7 @@ async fn read_loop(rd: &mut tokio::net::unix::OwnedReadHalf, inner: &Inner) -> R
                         // steps, as hashicorp/yamux does, to save a frame per message.
                         slot.unacked += length;
                         if slot.unacked >= INITIAL_WINDOW / 2 {
-                            let _ = inner.out.send(header(WINDOW_UPDATE, 0, id, slot.unacked).to_vec());
+                            let _ = inner.writer.send(&header(WINDOW_UPDATE, 0, id, slot.unacked));
                             slot.unacked = 0;
                         }
                     }
@@ -173,7 +269,7 @@ async fn read_loop(rd: &mut tokio::net::unix::OwnedReadHalf, inner: &Inner) -> R
             WINDOW_UPDATE => {
                 if flags & SYN != 0 {
                     // go-plugin's net/rpc server never opens streams: refuse.
-                    let _ = inner.out.send(header(WINDOW_UPDATE, RST, id, 0).to_vec());
+                    let _ = inner.writer.send(&header(WINDOW_UPDATE, RST, id, 0));
                     continue;
                 }
                 if let Some(s) = inner.streams.lock().unwrap().get(&id) {
@@ -182,7 +278,7 @@ async fn read_loop(rd: &mut tokio::net::unix::OwnedReadHalf, inner: &Inner) -> R
             }
             PING => {
                 if flags & SYN != 0 {
-                    let _ = inner.out.send(header(PING, ACK, 0, length).to_vec());
+                    let _ = inner.writer.send(&header(PING, ACK, 0, length));
                 }
                 continue;
             }
@@ -218,7 +314,7 @@ impl Stream {
             let mut frame = Vec::with_capacity(12 + n);
             frame.extend_from_slice(&header(DATA, 0, self.id, n as u32));
             frame.extend_from_slice(&data[..n]);
-            self.session.send(frame)?;
+            self.session.send(&frame)?;
             data = &data[n..];
         }
         Ok(())
