@@ -8,6 +8,9 @@ command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need+=(rsysl
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 # rsyslog's RELP input (imrelp) for the RELP transport's tests.
 compgen -G '/usr/lib/*/rsyslog/imrelp.so' >/dev/null || [ -e /usr/lib/rsyslog/imrelp.so ] || need+=(rsyslog-relp)
+# PostgreSQL's server binaries (initdb, pg_ctl, postgres) for the PostgreSQL store's tests, which
+# run their own cluster in a temporary folder.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""
@@ -19,4 +22,8 @@ $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # apt may start the system service where an init system runs; the tests need none.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet rsyslog 2>/dev/null; then
     $sudo systemctl stop rsyslog || true
+fi
+# Likewise PostgreSQL's system cluster: the tests run their own on a free port.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet postgresql 2>/dev/null; then
+    $sudo systemctl stop postgresql || true
 fi

@@ -17,7 +17,7 @@ from .execution import Execution
 from .executor import Executor
 from .job import Job
 from .serve_cli import add_serve_parser
-from .store import default_store_path
+from .store import default_store_path, describe_store
 
 
 def _read_job(path: str) -> Job:
@@ -65,13 +65,14 @@ def _usage(e: Execution) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     job = _read_job(args.job)
     with Executor(args.store, node_name=args.node, plugin_dirs=args.plugin_dir) as executor:
+        where = describe_store(executor.store)
         execution = executor.run(job)
         # Show the record as stored, which is what later `executions` calls will see.
         stored = executor.execution(job.name, execution.key) or execution
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(stored.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
     else:
-        print(f"store:      {args.store or default_store_path()}")
+        print(f"store:      {where}")
         _print_execution(stored)
     return 0 if stored.success else 1
 
@@ -164,7 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a job once through its executor, processors and the store")
     run.add_argument("job", help="a job JSON file (Dkron's format, or the short form), or - for stdin")
-    run.add_argument("--store", help=f"SQLite file or :memory: (default {default_store_path()})")
+    run.add_argument(
+        "--store",
+        help=(
+            "SQLite file, :memory: or a postgresql:// URL "
+            f"(default $DKRON_EXEC_STORE, else {default_store_path()})"
+        ),
+    )
     run.add_argument("--node", help="node name recorded on the execution (default: host name)")
     run.add_argument("--json", action="store_true", help="print the execution as JSON")
     run.add_argument("--plugin-dir", action="append", default=[], help="another plugin folder (repeatable)")
@@ -172,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("executions", help="list a job's stored executions, newest first")
     ls.add_argument("job_name")
-    ls.add_argument("--store", help="SQLite file (default: as for run)")
+    ls.add_argument("--store", help="SQLite file or postgresql:// URL (default: as for run)")
     ls.add_argument("--limit", type=int, default=None)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_executions)

@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from .errors import ExecutorClosedError
 from .execution import Execution
 from .job import Job
 from .spool import default_spool_dir, remove_stale_spools
-from .store import DEFAULT_RETENTION, SQLiteStore, Store
+from .store import DEFAULT_RETENTION, ClaimingStore, SQLiteStore, Store, open_store
 
 JobLike = Job | Mapping[str, Any] | str | bytes
 OutputCallback = Callable[[bytes, bool], None]
@@ -60,6 +61,22 @@ def _on_loop(loop: asyncio.AbstractEventLoop, callback: OutputCallback) -> Outpu
     return deliver
 
 
+async def _enter_off_loop(claim: AbstractContextManager[object]) -> None:
+    """Enters the claim on a worker thread (it may be a network round trip). If the task is
+    cancelled meanwhile, a claim the thread still takes is released at once."""
+    entering = asyncio.ensure_future(asyncio.to_thread(claim.__enter__))
+    try:
+        await asyncio.shield(entering)
+    except asyncio.CancelledError:
+
+        def release(done: asyncio.Future[object]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                claim.__exit__(None, None, None)
+
+        entering.add_done_callback(release)
+        raise
+
+
 def as_job(job: JobLike) -> Job:
     if isinstance(job, Job):
         return job
@@ -86,9 +103,12 @@ class Plugins:
 class Executor:
     """Runs jobs and keeps their executions.
 
-    ``store`` is a path to an SQLite file, ``":memory:"``, or a store object (the
+    ``store`` is a path to an SQLite file, ``":memory:"``, a ``postgresql://`` URL (a
+    :class:`~dkron_exec.postgres_store.PostgresStore`, shared by many hosts), or a store object (the
     :class:`~dkron_exec.store.Store` protocol: an :class:`SQLiteStore`, or one written in Python);
-    None means the default file (``default_store_path()``). A path's folder must exist (else a
+    None means ``$DKRON_EXEC_STORE`` (a path or a URL), else the default file
+    (``default_store_path()``). A store with a ``claim`` (PostgreSQL's) makes ``concurrency:
+    forbid`` hold across every Executor, process and host that shares it. A path's folder must exist (else a
     StoreError names it); only the default location under the user's data folder has its folders
     created (:meth:`SQLiteStore.default`). ``node_name`` defaults to the host
     name. ``output_limit`` bounds the output kept per execution (the tail is kept, as Dkron's
@@ -131,10 +151,8 @@ class Executor:
     ) -> None:
         if isinstance(output_limit, bool) or not isinstance(output_limit, int) or output_limit < 0:
             raise ValueError(f"output_limit must be a non-negative integer, got {output_limit!r}")
-        if store is None:
-            store = SQLiteStore.default(retention=retention)
-        elif isinstance(store, (str, os.PathLike)):
-            store = SQLiteStore(store, retention=retention)
+        if store is None or isinstance(store, (str, os.PathLike)):
+            store = open_store(store, retention=retention)
         elif not isinstance(store, Store):
             raise TypeError(f"store must be a path or an object with the Store methods, got {store!r}")
         self.store: Store = store
@@ -173,8 +191,10 @@ class Executor:
         Blocks with the GIL released. Ctrl-C kills the job's processes, stores the interrupted
         execution, and raises KeyboardInterrupt.
         """
-        plan = self._plan(as_job(job))
-        execution, raised = self._runtime.run(plan, on_output)
+        job = as_job(job)
+        plan = self._plan(job)
+        with self._claim(job) or nullcontext():
+            execution, raised = self._runtime.run(plan, on_output)
         if raised is not None:
             raise raised
         return execution
@@ -184,9 +204,20 @@ class Executor:
 
         ``on_output`` is called on the event loop's thread, in order. Cancelling the task kills
         the job's processes at once; the run still stores its execution (as interrupted) when it
-        ends.
+        ends. A store's cluster-wide claim (``forbid``) is released when the task ends.
         """
-        plan = self._plan(as_job(job))
+        job = as_job(job)
+        plan = self._plan(job)
+        claim = self._claim(job)
+        if claim is None:
+            return await self._run_started(plan, on_output)
+        await _enter_off_loop(claim)
+        try:
+            return await self._run_started(plan, on_output)
+        finally:
+            claim.__exit__(None, None, None)
+
+    async def _run_started(self, plan: _core.JobPlan, on_output: OutputCallback | None) -> Execution:
         loop = asyncio.get_running_loop()
         if on_output is not None:
             on_output = _on_loop(loop, on_output)
@@ -262,6 +293,13 @@ class Executor:
             return self._plugins
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _claim(self, job: Job) -> AbstractContextManager[object] | None:
+        """The store's cluster-wide claim for a ``forbid`` job (see ``ClaimingStore``); the
+        runtime enforces ``forbid`` within this Executor in any case."""
+        if job.forbids_concurrency and isinstance(self.store, ClaimingStore):
+            return self.store.claim(job.name)
+        return None
 
     def _plan(self, job: Job) -> _core.JobPlan:
         if self._closed:

@@ -45,7 +45,9 @@ def add_serve_parser(sub: Any) -> None:
         ),
     )
     serve.add_argument("jobs_dir", metavar="JOBS_DIR", help="folder of job JSON files")
-    serve.add_argument("--store", help=f"SQLite file or :memory: (default {default_store_path()})")
+    serve.add_argument(
+        "--store", help=f"SQLite file, :memory: or a postgresql:// URL (default {default_store_path()})"
+    )
     serve.add_argument("--node", help="node name recorded on the executions (default: host name)")
     serve.add_argument("--plugin-dir", action="append", default=[], help="another plugin folder (repeatable)")
     serve.add_argument(

@@ -5,14 +5,20 @@ SQLite file (or ``":memory:"``) kept by the Rust core (``rust/core/src/store``):
 is written, success or failure, and the newest ``retention`` of each job are kept, like Dkron's
 ``MaxExecutions``. The file is in WAL mode with a busy timeout, so several threads and several
 processes can write at once; puts made at the same moment share one transaction.
+
+A ``postgresql://`` URL instead of a path opens a ``PostgresStore`` (``dkron_exec.postgres_store``,
+the ``[postgres]`` extra): one database shared by many hosts, which also makes ``concurrency:
+forbid`` hold across all of them (its ``claim``).
 """
 
 from __future__ import annotations
 
 import builtins
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from . import _core
 from .errors import StoreError
@@ -23,7 +29,9 @@ DEFAULT_RETENTION = 100
 
 @runtime_checkable
 class Store(Protocol):
-    """What the Executor needs of a store: any object with these methods will do."""
+    """What the Executor needs of a store: any object with these methods will do. A store may
+    also offer ``claim(job_name)`` (:class:`ClaimingStore`) to make ``concurrency: forbid`` hold
+    beyond one Executor."""
 
     def put(self, execution: Execution) -> None:
         """Stores the execution (replacing the one of the same job and key)."""
@@ -39,12 +47,79 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class ClaimingStore(Store, Protocol):
+    """A store that can also enforce ``concurrency: forbid`` beyond one Executor (optional).
+
+    For a job with ``concurrency: forbid`` the Executor enters ``claim(job_name)`` before the run
+    (``run`` and ``run_async``) and leaves it when the run ends; entering raises
+    ``ConcurrencyError`` while any other holder, in any process or host, has the job's claim.
+    The claim must be released if its holder dies. :class:`PostgresStore` implements it with a
+    session-level advisory lock.
+    """
+
+    def claim(self, job_name: str) -> AbstractContextManager[object]: ...
+
+
+DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_database_url(spec: object) -> bool:
+    """True for a ``postgresql://`` (or ``postgres://``) URL, which names a PostgreSQL store."""
+    return isinstance(spec, str) and spec.startswith(DATABASE_URL_SCHEMES)
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def default_store_path() -> Path:
-    """``$DKRON_EXEC_STORE``, else ``$XDG_DATA_HOME/dkron-exec/executions.db`` (``~/.local/share``)."""
+    """``$DKRON_EXEC_STORE``, else ``$XDG_DATA_HOME/dkron-exec/executions.db`` (``~/.local/share``).
+    (A ``postgresql://`` URL in ``$DKRON_EXEC_STORE`` is for :func:`open_store`.)"""
     explicit = os.environ.get("DKRON_EXEC_STORE")
     if explicit:
         return Path(explicit)
     return _data_home_store_path()
+
+
+def open_store(spec: str | os.PathLike[str] | None, *, retention: int = DEFAULT_RETENTION) -> Store:
+    """The store ``spec`` names: a ``postgresql://`` URL, an SQLite path or ``":memory:"``;
+    None means ``$DKRON_EXEC_STORE`` (a URL or a path), else the default SQLite file."""
+    if spec is None:
+        explicit = os.environ.get("DKRON_EXEC_STORE")
+        if explicit is None or not is_database_url(explicit):
+            return SQLiteStore.default(retention=retention)
+        spec = explicit
+    if isinstance(spec, str) and is_database_url(spec):
+        return _postgres_store(spec, retention)
+    return SQLiteStore(spec, retention=retention)
+
+
+def describe_store(store: Store) -> str:
+    """Where the store keeps executions, for people: a path, or a URL without its password."""
+    for attribute in ("location", "path"):
+        value = getattr(store, attribute, None)
+        if isinstance(value, str):
+            return value
+    return repr(store)
+
+
+def _postgres_store(url: str, retention: int) -> Store:
+    try:
+        from .postgres_store import PostgresStore
+    except ImportError as exc:
+        raise StoreError(
+            f"cannot open the store {safe_url(url)}: PostgreSQL needs psycopg 3 "
+            f"(pip install 'dkron-exec[postgres]'): {exc}"
+        ) from None
+    return PostgresStore(url, retention=retention)
 
 
 def _data_home_store_path() -> Path:
