@@ -8,6 +8,8 @@ command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need+=(rsysl
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 # rsyslog's RELP input (imrelp) for the RELP transport's tests.
 compgen -G '/usr/lib/*/rsyslog/imrelp.so' >/dev/null || [ -e /usr/lib/rsyslog/imrelp.so ] || need+=(rsyslog-relp)
+# Redis, the Celery broker of tests/test_celery.py (tests/redis_server.py runs its own on a free port).
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""
@@ -19,4 +21,8 @@ $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # apt may start the system service where an init system runs; the tests need none.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet rsyslog 2>/dev/null; then
     $sudo systemctl stop rsyslog || true
+fi
+# Likewise Redis's system service: the tests run their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+    $sudo systemctl stop redis-server || true
 fi
