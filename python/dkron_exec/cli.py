@@ -16,6 +16,7 @@ from .errors import DkronExecError, JobError
 from .execution import Execution
 from .executor import Executor
 from .job import Job
+from .queues_cli import add_celery_queues_parser
 from .serve_cli import add_serve_parser
 from .store import default_store_path, describe_store
 
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc.set_defaults(func=cmd_doctor)
 
     add_serve_parser(sub)
+    add_celery_queues_parser(sub)
     return parser
 
 
