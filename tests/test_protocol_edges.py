@@ -81,6 +81,28 @@ def test_a_result_without_execution_keeps_every_field_and_output_size_stays(ex: 
     assert sized.output_size == 18
 
 
+def test_a_group_beyond_2_53_rounded_by_a_javascript_echo_is_kept_and_recorded(ex: Executor) -> None:
+    group = 1717000000123456789
+
+    def answer(group_json: object) -> dict[str, object]:
+        script = frames(({"type": "result", "id": "$id", "execution": {"group": group_json}}, "x"))
+        return {"scripted": {"frames": script}}
+
+    # JSON.stringify writes the Number it holds as 1717000000123456800.
+    done = ex.process(
+        shell_job("j", "true", processors=answer(1717000000123456800)), an_execution("j", group=group)
+    )
+    assert done.group == group and done.output == b"x"
+    assert done.processor_errors == [
+        "scripted: the answer changed group, which identify the execution and are the host's; kept the host's"
+    ]
+    # Not an integer at all: the step fails.
+    done = ex.process(shell_job("j", "true", processors=answer(1.7e18)), an_execution("j", group=group))
+    assert done.group == group and done.output == b"hello\n"
+    [err] = done.processor_errors
+    assert "answered with an unusable execution" in err and 'field "group"' in err, err
+
+
 def test_answers_for_unknown_ids_a_second_answer_and_output_frames_are_ignored(ex: Executor) -> None:
     done = process(
         ex,
