@@ -24,7 +24,7 @@ echo "built $wheel"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # PATH without any Rust toolchain: a source build would fail rather than pass unnoticed.
-clean_path=$(printf '%s' "$PATH" | tr ':' '\n' | grep -v -e '/\.cargo/bin' -e '/\.rustup' | paste -sd: -)
+clean_path=$(printf '%s' "$PATH" | tr ':' '\n' | grep -v -E '/\.?cargo/bin|/\.?rustup' | paste -sd: -)
 if PATH=$clean_path command -v cargo >/dev/null 2>&1; then
     echo "cargo is still on the cleaned PATH ($(PATH=$clean_path command -v cargo)); --only-binary still forbids a build" >&2
 fi
