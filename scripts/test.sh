@@ -26,3 +26,6 @@ echo "== pytest"
 export DKRON_EXEC_REQUIRE_GO=1
 .venv/bin/python -m pytest tests -q
 .venv/bin/python -m pytest benches -q --benchmark-disable
+
+# The abi3 wheel, installed with no Rust toolchain on PATH, runs the sample job.
+bash scripts/wheel-check.sh

@@ -31,7 +31,8 @@ class ExecuteRequest:
 @dataclass
 class ExecuteResponse:
     """The end of an executor call. ``output`` comes after what was streamed; a non-empty
-    ``error`` fails the execution (Dkron's ``ExecuteResponse``). ``exit_code`` is optional."""
+    ``error`` fails the execution (Dkron's ``ExecuteResponse``). ``exit_code`` is optional; a
+    non-zero one without an ``error`` fails it too, as ``exit status N``."""
 
     output: bytes = b""
     error: str = ""

@@ -103,6 +103,16 @@ fn the_answers_error_fails_the_run_and_ends_the_output() {
 }
 
 #[test]
+fn a_non_zero_exit_code_without_an_error_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime_with_lines(dir.path());
+    let e = run_here(&rt, &lines_plan("failed", &[("exit_code", "3")]));
+    assert!(!e.success);
+    assert_eq!((e.error.as_deref(), e.exit_code), (Some("exit status 3"), Some(3)));
+    assert_eq!(e.output, b"line 0\nline 1\nline 2\ndone\nexit status 3\n");
+}
+
+#[test]
 fn the_timeout_in_the_executor_config_cancels_the_call() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime_with_lines(dir.path());

@@ -162,8 +162,14 @@ impl PluginExecutor {
         let label = format!("plugin executor '{}'", self.name);
         let (error, reason, exit_code) = match &result {
             Ok(frame) => {
-                let err = frame.str_field("error").filter(|e| !e.is_empty()).map(str::to_string);
                 let code = frame.header.get("exit_code").and_then(Value::as_i64).and_then(|c| i32::try_from(c).ok());
+                // Dkron's executors fail only through `error`; a non-zero exit code without one
+                // fails too, with the shell executor's text, so success never sits beside it.
+                let err = match (frame.str_field("error").filter(|e| !e.is_empty()), code) {
+                    (Some(e), _) => Some(e.to_string()),
+                    (None, Some(c)) if c != 0 => Some(format!("exit status {c}")),
+                    (None, _) => None,
+                };
                 (err, EndReason::Exited, code)
             }
             Err(f) => match f.kind {
