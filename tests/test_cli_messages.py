@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from dkron_exec import Executor
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -38,6 +40,11 @@ def test_version_help_and_python_m() -> None:
     helped = cli("--help")
     assert helped.returncode == 0 and "``" not in helped.stdout and ":mod:" not in helped.stdout
     assert "3 the job succeeded but a processor step failed" in " ".join(helped.stdout.split())
+    for command in ("run", "executions", "validate", "plugins", "doctor", "serve"):
+        sub_help = cli(command, "--help").stdout
+        assert "``" not in sub_help and ":mod:" not in sub_help, command
+    assert "validate" in cli("validate", "--help").stdout and "--json" in cli("validate", "--help").stdout
+    assert Executor.execution.__doc__ and "stored execution" in Executor.execution.__doc__
     script = Path(sys.executable).parent / "dkron-exec"
     if script.exists():
         assert subprocess.run([script, "--version"], capture_output=True, text=True).stdout == version.stdout
