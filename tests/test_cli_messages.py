@@ -154,7 +154,7 @@ def test_sample_job_summary_says_what_each_step_did(tmp_path: Path) -> None:
     [log_file] = (tmp_path / "logs").iterdir()
     assert f"  files:     written to {log_file}\n" in r.stdout
     assert "  log:       printed above\n" in r.stdout
-    assert f"  store:     stored in {store}" in r.stdout
+    assert r.stdout.startswith(f"store:      {store}\n") or f"\nstore:      {store}\n" in r.stdout
     assert "bytes written by the job" in r.stdout
 
 

@@ -42,8 +42,8 @@ def _log_prints(config: dict[str, str]) -> bool:
     return config.get("target", "stdio") in ("", "stdio")
 
 
-def step_lines(job: Job, e: Execution, store: str) -> list[tuple[str, str]]:
-    """(step, what happened) for each processor in order, then the store."""
+def step_lines(job: Job, e: Execution) -> list[tuple[str, str]]:
+    """(step, what happened) for each processor in order."""
     failures = _step_failures(e)
     lines = []
     for name, config in job.processors.items():
@@ -66,11 +66,12 @@ def step_lines(job: Job, e: Execution, store: str) -> list[tuple[str, str]]:
             lines.append((name, "done (plugin)"))
     # Errors of no step the job names (the spool, say).
     lines.extend((name, f"failed: {why}") for name, why in failures.items())
-    lines.append(("store", f"stored in {store}"))
     return lines
 
 
-def print_execution(job: Job, e: Execution, store: str, out: TextIO = sys.stdout) -> None:
+def print_execution(job: Job, e: Execution, store: str, out: TextIO | None = None) -> None:
+    out = sys.stdout if out is None else out  # looked up now: a caller may have replaced it
+    out.write(f"store:      {store}\n")
     out.write(f"job:        {e.job_name}\n")
     out.write(f"execution:  {e.key}\n")
     out.write(f"status:     {status_line(e)}\n")
@@ -83,8 +84,8 @@ def print_execution(job: Job, e: Execution, store: str, out: TextIO = sys.stdout
         out.write(f"used:       {usage(e)}\n")
     truncated = f", the last {len(e.output)} kept" if e.output_truncated else ""
     out.write(f"job output: {e.output_size} bytes written by the job{truncated}\n")
-    out.write("steps:\n")
-    for name, what in step_lines(job, e, store):
+    out.write("steps:\n" if job.processors else "steps:      none (the execution is only stored)\n")
+    for name, what in step_lines(job, e):
         out.write(f"  {name + ':':<10} {what}\n")
     logged = any(n == "log" and _log_prints(c) for n, c in job.processors.items())
     if logged:
