@@ -40,7 +40,7 @@ def test_version_help_and_python_m() -> None:
     helped = cli("--help")
     assert helped.returncode == 0 and "``" not in helped.stdout and ":mod:" not in helped.stdout
     assert "3 the job succeeded but a processor step failed" in " ".join(helped.stdout.split())
-    for command in ("run", "executions", "validate", "plugins", "doctor", "serve"):
+    for command in ("run", "executions", "validate", "plugins", "doctor", "serve", "celery-queues"):
         sub_help = cli(command, "--help").stdout
         assert "``" not in sub_help and ":mod:" not in sub_help, command
     assert "validate" in cli("validate", "--help").stdout and "--json" in cli("validate", "--help").stdout

@@ -1,5 +1,6 @@
 """dkron-exec: run a job once, list its stored executions, validate job files, list plugins,
-check how jobs are contained on this machine, serve a folder of jobs on their schedules.
+check how jobs are contained on this machine, serve a folder of jobs on their schedules, list the
+Celery queues of a worker's tags.
 
 Exit status of run: 0 the job succeeded and every step ran; 1 the job failed; 3 the job succeeded
 but a processor step failed (its reason is shown); 2 the job file, a name in it or the store is
@@ -24,6 +25,7 @@ from .errors import DkronExecError, JobError
 from .executor import Executor
 from .job import Job
 from .names import unknown_names
+from .queues_cli import add_celery_queues_parser
 from .serve_cli import add_serve_parser
 from .store import default_store_path, describe_store
 
@@ -249,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc.set_defaults(func=cmd_doctor)
 
     add_serve_parser(sub)
+    add_celery_queues_parser(sub)
     return parser
 
 

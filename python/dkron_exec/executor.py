@@ -123,7 +123,8 @@ class Executor:
     ``plugin_start_timeout`` a plugin's start-up (launch to handshake), in seconds. A call waits
     for a starting plugin within its own deadline: a plugin that has not completed its handshake
     when a waiting call's ``plugin_timeout`` expires is killed then, and the next call starts a
-    fresh one (so ``plugin_timeout`` must cover a plugin's start-up as well as its answer). An
+    fresh one, which is given its whole ``plugin_start_timeout`` (a plugin slower to start than
+    ``plugin_timeout`` costs the calls that waited for it, never the plugin for good). An
     executor plugin's job ``timeout`` is the job's own, as in Dkron: it starts once the plugin is
     ready, and start-up is bounded by ``plugin_start_timeout``.
 

@@ -109,7 +109,14 @@ fn round_trips_and_reuses_one_process() {
     assert_eq!(process(&h, "echo", b"again", None).unwrap(), b"AGAIN");
     assert_eq!(h.pid(Kind::Processor, "echo"), Some(pid));
     // stdout noise reaches the log queue, not the RPC channel.
-    let lines = h.logs().drain(Duration::from_secs(1)).unwrap();
+    // Lines arrive from a thread of their own, not necessarily in one batch: gather for a while.
+    let mut lines = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !lines.iter().any(|l: &dkron_exec_core::plugin::logs::LogLine| l.stream == "stdout" && l.line == "noise on stdout")
+        && std::time::Instant::now() < until
+    {
+        lines.extend(h.logs().drain(Duration::from_millis(200)).unwrap_or_default());
+    }
     assert!(lines.iter().any(|l| l.stream == "stdout" && l.line == "noise on stdout"), "{lines:?}");
     let err = process(&h, "echo", b"fail", None).unwrap_err();
     assert_eq!(err.0, FailureKind::Remote);

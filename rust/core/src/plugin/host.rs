@@ -82,7 +82,7 @@ impl Plugin {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                let why = format!("call timed out after {:?}: the plugin had not completed its handshake, and is killed", timeout.unwrap_or_default());
+                let why = format!("call timed out after {:?}: the plugin had not completed its handshake", timeout.unwrap_or_default());
                 return Err(self.failure(FailureKind::Timeout, why));
             }
             if interrupted() {

@@ -109,6 +109,8 @@ struct Running {
     first_line: Option<String>,
     started: Instant,
     start_deadline: Instant,
+    /// Killed only by its start timeout, not at a waiting call's deadline.
+    patient: bool,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     stderr_done: Option<oneshot::Receiver<()>>,
 }
@@ -133,6 +135,9 @@ pub struct Supervisor {
     waiters: Vec<ConnReply>,
     /// The earliest deadline of the calls waiting for the current start-up.
     waiter_deadline: Option<Instant>,
+    /// The last process was killed at a waiting call's deadline: the next one gets its whole start
+    /// timeout, so a plugin slower to start than `plugin_timeout` cannot be killed forever.
+    next_start_patient: bool,
     /// When answers to cancelled calls are due (the plugin is hung if one is still missing).
     cancel_due: Vec<Instant>,
 }
@@ -195,6 +200,7 @@ impl Supervisor {
             retry_at: None,
             waiters: Vec::new(),
             waiter_deadline: None,
+            next_start_patient: false,
             cancel_due: Vec::new(),
         }
     }
@@ -241,8 +247,8 @@ impl Supervisor {
 
     fn next_deadline(&self) -> Option<Instant> {
         let handshake = self.proc.as_ref().filter(|p| p.conn.is_none()).map(|p| match self.waiter_deadline {
-            Some(d) => d.min(p.start_deadline),
-            None => p.start_deadline,
+            Some(d) if !p.patient => d.min(p.start_deadline),
+            _ => p.start_deadline,
         });
         let retry = if self.proc.is_none() && !self.waiters.is_empty() { self.retry_at } else { None };
         [handshake, retry, self.cancel_due.iter().min().copied()].into_iter().flatten().min()
@@ -300,8 +306,9 @@ impl Supervisor {
                 self.fail_process(FailureKind::Start, why).await;
                 return;
             }
-            if p.conn.is_none() && self.waiter_deadline.is_some_and(|d| now >= d) {
+            if p.conn.is_none() && !p.patient && self.waiter_deadline.is_some_and(|d| now >= d) {
                 let waited = now.saturating_duration_since(p.started);
+                self.next_start_patient = true;
                 let why = format!("did not complete the handshake by the deadline of the call waiting for it ({waited:.1?} after start); killed");
                 self.fail_process(FailureKind::Timeout, why).await;
                 return;
@@ -365,6 +372,7 @@ impl Supervisor {
             conn: None,
             first_line: None,
             started: Instant::now(),
+            patient: std::mem::take(&mut self.next_start_patient),
             start_deadline: Instant::now() + self.spec.start_timeout,
             stderr_tail: tail,
             stderr_done: Some(done_rx),
@@ -432,6 +440,7 @@ impl Supervisor {
         }
         *self.published.conn.lock().unwrap() = Some(ready.clone());
         self.waiter_deadline = None;
+        self.next_start_patient = false;
         for reply in self.waiters.drain(..) {
             let _ = reply.send(Ok(ready.clone()));
         }
