@@ -76,13 +76,16 @@ async def test_cancelling_the_task_kills_the_job(executor: Executor, tmp_path) -
     # The task ends at once: the loop never waits for the job to die.
     assert time.monotonic() - began < 0.5
     assert wait_gone([pid]) == []
-    # The run stores its execution by itself, as interrupted, when the job is gone.
+    # The run stores its execution by itself, as cancelled, when the job is gone.
     for _ in range(100):
         stored = executor.executions("c")
         if stored:
             break
         await asyncio.sleep(0.02)
-    assert len(stored) == 1 and not stored[0].success and "interrupted" in (stored[0].error or "")
+    assert len(stored) == 1 and not stored[0].success
+    # The same words as Executor.cancel's, naming the job, in the error and as the output's last line.
+    assert stored[0].error == "shell: Job 'c' was cancelled. Job was killed"
+    assert stored[0].output_text.splitlines()[-1] == stored[0].error
 
 
 async def test_async_retries(executor: Executor) -> None:

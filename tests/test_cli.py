@@ -94,7 +94,7 @@ def test_ctrl_c_kills_the_job_and_stores_the_execution(tmp_path: Path) -> None:
     assert wait_gone([pid]) == []
     r = cli("executions", "long", "--store", store, "--json")
     [stored] = json.loads(r.stdout)
-    assert stored["success"] is False and "interrupted" in stored["error"]
+    assert stored["success"] is False and stored["error"] == "shell: Job 'long' was cancelled. Job was killed"
 
 
 def test_default_store_location(tmp_path: Path) -> None:

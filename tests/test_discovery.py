@@ -61,8 +61,7 @@ def test_only_safe_regular_executables(tmp_path: Path, caplog: pytest.LogCapture
     sticky = tmp_path / "sticky"
     install(sticky, "processor", "in-sticky-dir", "")
     os.chmod(sticky, 0o1777)
-    with caplog.at_level(logging.WARNING, logger="dkron_exec.discovery"):
-        found = discover_plugins([d, open_dir, sticky], defaults=[])
+    found = discover_plugins([d, open_dir, sticky], defaults=[])
     assert sorted(found.processors) == ["good", "in-sticky-dir", "link"]
     refused = {p.name: why for p, why in found.refused}
     assert refused == {
@@ -70,7 +69,17 @@ def test_only_safe_regular_executables(tmp_path: Path, caplog: pytest.LogCapture
         "dkron-processor-world-writable": "the file is world-writable",
         "dkron-processor-in-open-dir": f"its folder {open_dir} is world-writable without the sticky bit",
     }
-    assert any("world-writable" in r.getMessage() for r in caplog.records)
+    # A run naming a refused plugin records why, not only "not found"; the Executor logs it once.
+    job = {"name": "j", "command": "true", "processors": {"world-writable": {}}}
+    with caplog.at_level(logging.WARNING), Executor(":memory:", plugin_dirs=[d]) as ex:
+        execution = ex.run(job)
+    path = d / "dkron-processor-world-writable"
+    assert execution.processor_errors == [
+        f"world-writable: processor refused: the file is world-writable ({path})"
+    ]
+    assert [r.getMessage() for r in caplog.records if str(path) in r.getMessage()] == [
+        f"plugin {path} refused: the file is world-writable"
+    ]
 
 
 def test_a_builtin_name_wins_over_a_plugin(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -92,7 +92,9 @@ async def test_cancelling_a_plugin_executor_run_names_the_plugin(tmp_path: Path,
             await asyncio.sleep(0.02)
     [execution] = stored
     assert not execution.success
-    assert execution.error == "plugin executor 'stream': Job 'c' was interrupted. Job was killed"
+    # The words of every cancel (Executor.cancel, Ctrl-C, a cancelled task), in error and output alike.
+    assert execution.error == "plugin executor 'stream': Job 'c' was cancelled. Job was killed"
+    assert execution.output_text.splitlines()[-1] == execution.error
 
 
 class ListStore:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An executor plugin: runs ``executor_config.command`` with /bin/sh and streams its output.
 
-Install it as ``dkron-executor-stream`` in a plugin folder, then::
+Install it with ``pip install ./examples/plugins`` (the console script ``dkron-executor-stream``, see
+tag_processor.py), then::
 
     {"name": "tail-log", "executor": "stream", "executor_config": {"command": "tail -n 5 /var/log/syslog"}}
 
@@ -52,5 +53,10 @@ class StreamExecutor:
         return ExecuteResponse(error=f"exit status {code}" if code else "", exit_code=code)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The console script ``dkron-executor-stream`` (see pyproject.toml)."""
     serve(executor=StreamExecutor())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """A processor plugin: prefixes every output line with a tag.
 
-Install it as ``dkron-processor-tag`` (a copy, a symlink, or a console script) in a plugin
-folder, then use it in a job::
+Install it with ``pip install ./examples/plugins`` into the environment that has dkron-exec: the
+console script ``dkron-processor-tag`` lands beside that environment's python, where dkron_exec
+looks for plugins, and runs with that python. (A copy or symlink elsewhere runs with whatever
+``python3`` is on PATH, which must be able to import dkron_exec.) Then use it in a job::
 
     "processors": {"tag": {"tag": "[nightly]"}}
 
@@ -23,5 +25,10 @@ class TagProcessor:
         return args.execution.replace(output=tagged)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The console script ``dkron-processor-tag`` (see pyproject.toml)."""
     serve(processor=TagProcessor())
+
+
+if __name__ == "__main__":
+    main()

@@ -24,6 +24,7 @@ __all__ = [
     "SqliteStore",
     "SyslogSink",
     "__version__",
+    "files_log_path",
     "log_block",
     "parse_go_duration",
     "parse_shell_config",
@@ -118,6 +119,7 @@ class Runtime:
         cgroups: bool = True,
     ) -> Runtime: ...
     def register_plugin(self, kind: str, name: str, path: str) -> None: ...
+    def refuse_plugin(self, kind: str, name: str, why: str) -> None: ...
     def run(
         self, plan: JobPlan, on_output: Callable[[bytes, bool], object] | None = None
     ) -> tuple[Execution, BaseException | None]:
@@ -159,7 +161,7 @@ class RunHandle:
 
     def done(self) -> bool: ...
     def interrupt(self) -> None:
-        """Kills the job; the run records its execution as interrupted by itself. Never blocks."""
+        """Kills the job; the run records its execution as cancelled by itself. Never blocks."""
 
     def wait(self, timeout: float | None = None) -> bool:
         """Blocks with the GIL released until the run ends; False if ``timeout`` passed first."""
@@ -192,6 +194,9 @@ def write_log_file(
 
     ValueError for a job name or key that is not a single path component; OSError (with errno)
     when the write fails, leaving no file behind."""
+
+def files_log_path(config: dict[str, str], job: str, key: str) -> Path:
+    """Where a ``files`` step with ``config`` writes the execution ``key`` of ``job``."""
 
 def prune_log_files(dir: str | os.PathLike[str], keep: int) -> int:
     """Keeps the newest ``keep`` ``*.log`` files of ``dir``; returns how many were removed."""

@@ -1,5 +1,10 @@
-"""``dkron-exec``: run a job once, list its stored executions, validate job files, check how jobs
-are contained on this machine, serve a folder of jobs on their schedules (``serve_cli``)."""
+"""dkron-exec: run a job once, list its stored executions, validate job files, list plugins,
+check how jobs are contained on this machine, serve a folder of jobs on their schedules, list the
+Celery queues of a worker's tags.
+
+Exit status of run: 0 the job succeeded and every step ran; 1 the job failed; 3 the job succeeded
+but a processor step failed (its reason is shown); 2 the job file, a name in it or the store is
+invalid; 130 interrupted (Ctrl-C; the execution is stored)."""
 
 from __future__ import annotations
 
@@ -7,75 +12,85 @@ import argparse
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from . import json_errors
+from .cli_report import cpu, memory, print_execution
 from .containment import isolation
 from .errors import DkronExecError, JobError
-from .execution import Execution
 from .executor import Executor
 from .job import Job
+from .names import unknown_names
 from .queues_cli import add_celery_queues_parser
 from .serve_cli import add_serve_parser
 from .store import default_store_path, describe_store
+
+# Exit statuses (see the module's docstring, shown by --help).
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_STEP_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+
+class BadDocument(DkronExecError):
+    """A job file that is not JSON: the message names the file, line and column."""
 
 
 def _read_job(path: str) -> Job:
     data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     try:
-        return Job.from_json(data)
+        doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise JobError("(document)", path, f"not valid JSON: {exc}") from None
+        raise BadDocument(json_errors.describe("<stdin>" if path == "-" else path, data, exc)) from None
+    return Job.from_dict(doc) if isinstance(doc, dict) else Job.from_json(data)
 
 
-def _print_execution(execution: Execution) -> None:
-    status = "success" if execution.success else "failed"
-    out = sys.stdout
-    out.write(f"job:        {execution.job_name}\n")
-    out.write(f"execution:  {execution.key}\n")
-    out.write(f"status:     {status} (exit code {execution.exit_code}, attempt {execution.attempt})\n")
-    out.write(f"started:    {execution.started_at.isoformat()}\n")
-    if execution.finished_at is not None:
-        out.write(f"finished:   {execution.finished_at.isoformat()} ({execution.duration:.3f}s)\n")
-    if execution.error:
-        out.write(f"error:      {execution.error}\n")
-    for err in execution.processor_errors:
-        out.write(f"processor:  {err}\n")
-    if execution.cpu_time_us is not None or execution.peak_memory is not None:
-        out.write(f"used:       {_usage(execution)}\n")
-    truncated = f", last {len(execution.output)} kept" if execution.output_truncated else ""
-    out.write(f"output:     {execution.output_size} bytes{truncated}\n")
-    out.write(execution.output_text)
-    if execution.output and not execution.output.endswith(b"\n"):
-        out.write("\n")
+def _check_names(job: Job, plugin_dirs: Sequence[str]) -> None:
+    errors = unknown_names(job, plugin_dirs)
+    if errors:
+        raise errors[0]
 
 
-def _cpu(e: Execution) -> str:
-    return "-" if e.cpu_time_us is None else f"{e.cpu_time_us / 1e6:.3f}s"
+def _version() -> str:
+    try:
+        return version("dkron-exec")
+    except PackageNotFoundError:
+        from . import __version__
 
-
-def _memory(e: Execution) -> str:
-    return "-" if e.peak_memory is None else f"{e.peak_memory / 2**20:.1f}MiB"
-
-
-def _usage(e: Execution) -> str:
-    return f"cpu {_cpu(e)}, peak memory {_memory(e)}"
+        return __version__
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     job = _read_job(args.job)
+    _check_names(job, args.plugin_dir)
     with Executor(args.store, node_name=args.node, plugin_dirs=args.plugin_dir) as executor:
         where = describe_store(executor.store)
-        execution = executor.run(job)
+        try:
+            execution = executor.run(job)
+        except KeyboardInterrupt:
+            # The run stored its execution (cancelled) before raising: say where.
+            last = executor.executions(job.name, limit=1)
+            key = f" as {last[0].key}" if last else ""
+            print(
+                f"dkron-exec: interrupted: job {job.name!r} was cancelled; its execution is stored{key} "
+                f"in {where}",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
         # Show the record as stored, which is what later `executions` calls will see.
         stored = executor.execution(job.name, execution.key) or execution
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(stored.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
     else:
-        print(f"store:      {where}")
-        _print_execution(stored)
-    return 0 if stored.success else 1
+        sys.stdout.flush()
+        print_execution(job, stored, where)
+    if not stored.success:
+        return EXIT_FAILED
+    return EXIT_STEP_FAILED if stored.processor_errors else 0
 
 
 def cmd_executions(args: argparse.Namespace) -> int:
@@ -99,8 +114,8 @@ def cmd_executions(args: argparse.Namespace) -> int:
                 str(e.exit_code) if e.exit_code is not None else "-",
                 str(e.attempt),
                 f"{e.output_size}B",
-                _cpu(e),
-                _memory(e),
+                cpu(e),
+                memory(e),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -109,13 +124,34 @@ def cmd_executions(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _validate(args: argparse.Namespace) -> dict[str, Any]:
     job = _read_job(args.job)
+    _check_names(job, args.plugin_dir)
     nxt = job.next_run(datetime.now(timezone.utc))
-    processors = list(job.processors) or ["(store only)"]
-    print(f"ok: job {job.name!r}, executor {job.executor!r}, processors {processors}")
-    print(f"next run: {nxt.isoformat() if nxt else 'never (on demand only)'}")
-    return 0
+    return {
+        "ok": True,
+        "job": job.name,
+        "executor": job.executor,
+        "processors": list(job.processors),
+        "next_run": nxt.isoformat() if nxt else None,
+    }
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    if not args.json:
+        report = _validate(args)
+        processors = report["processors"] or ["(store only)"]
+        print(f"ok: job {report['job']!r}, executor {report['executor']!r}, processors {processors}")
+        print(f"next run: {report['next_run'] or 'never (on demand only)'}")
+        return 0
+    try:
+        report = _validate(args)
+    except JobError as exc:
+        report = {"ok": False, "field": exc.field, "reason": exc.reason, "error": str(exc)}
+    except (DkronExecError, OSError) as exc:
+        report = {"ok": False, "field": None, "reason": str(exc), "error": str(exc)}
+    sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0 if report["ok"] else EXIT_INVALID
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -160,8 +196,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dkron-exec", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="dkron-exec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"dkron-exec {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a job once through its executor, processors and the store")
@@ -181,12 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("executions", help="list a job's stored executions, newest first")
     ls.add_argument("job_name")
     ls.add_argument("--store", help="SQLite file or postgresql:// URL (default: as for run)")
-    ls.add_argument("--limit", type=int, default=None)
+    ls.add_argument("--limit", type=_at_least_one, default=None, help="at most N executions (N >= 1)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_executions)
 
     val = sub.add_parser("validate", help="check a job file and show its next run")
-    val.add_argument("job")
+    val.add_argument("job", help="a job JSON file, or - for stdin")
+    val.add_argument("--plugin-dir", action="append", default=[], help="another plugin folder (repeatable)")
+    val.add_argument("--json", action="store_true", help="print the result (or the error) as JSON")
     val.set_defaults(func=cmd_validate)
 
     plug = sub.add_parser("plugins", help="list the plugins found, where, and those refused")
@@ -210,12 +261,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except JobError as exc:
         print(f"dkron-exec: invalid job: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
+    except BadDocument as exc:
+        print(f"dkron-exec: invalid job: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     except (DkronExecError, OSError) as exc:
         print(f"dkron-exec: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
     except KeyboardInterrupt:
-        return 130
+        print("dkron-exec: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

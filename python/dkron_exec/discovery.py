@@ -3,8 +3,8 @@
 Folders are searched in order -- ``/etc/dkron/plugins``, the folder of the running Python
 executable (where console scripts of this environment live), then the caller's folders -- and
 the last one found wins. Only regular executable files count; a file anyone may write, or a file
-in a folder anyone may write without the sticky bit, is refused with a warning (anyone could make
-it run code as us).
+in a folder anyone may write without the sticky bit, is refused (anyone could make it run code as
+us): ``DiscoveredPlugins.refused`` says why, and a run naming it records that reason.
 """
 
 from __future__ import annotations
@@ -130,7 +130,8 @@ def discover_plugins(
             if problem == "":
                 continue
             if problem is not None:
-                log.warning("plugin %s refused: %s", path, problem)
+                # Reported by the caller (the Executor logs it and records it on the runs that
+                # name the plugin; ``dkron-exec plugins`` lists it), once.
                 found.refused.append((path, problem))
                 continue
             table = found.of_kind(kind)

@@ -16,7 +16,7 @@ from typing import Any
 from . import _core
 from ._loopwait import LoopWaiters
 from .containment import Isolation
-from .discovery import DiscoveredPlugins, PluginKind, discover_plugins, is_builtin
+from .discovery import DiscoveredPlugins, PluginKind, discover_plugins, is_builtin, parse_plugin_name
 from .errors import ExecutorClosedError
 from .execution import Execution
 from .job import Job
@@ -189,8 +189,8 @@ class Executor:
 
         ``on_output(chunk, is_stderr)`` gets an executor plugin's output as it streams.
 
-        Blocks with the GIL released. Ctrl-C kills the job's processes, stores the interrupted
-        execution, and raises KeyboardInterrupt.
+        Blocks with the GIL released. Ctrl-C kills the job's processes, stores the execution
+        (cancelled, in the words of ``cancel``), and raises KeyboardInterrupt.
         """
         job = as_job(job)
         plan = self._plan(job)
@@ -204,8 +204,9 @@ class Executor:
         """``run`` for asyncio programs: waits on the job without blocking the event loop.
 
         ``on_output`` is called on the event loop's thread, in order. Cancelling the task kills
-        the job's processes at once; the run still stores its execution (as interrupted) when it
-        ends. A store's cluster-wide claim (``forbid``) is released when the task ends.
+        the job's processes at once; the run still stores its execution when it ends, as
+        cancelled, in the words of ``cancel``. A store's cluster-wide claim (``forbid``) is
+        released when the task ends.
         """
         job = as_job(job)
         plan = self._plan(job)
@@ -232,7 +233,7 @@ class Executor:
         try:
             await done
         except asyncio.CancelledError:
-            # The run records its execution (as interrupted) by itself when the job is gone.
+            # The run records its execution (as cancelled) by itself when the job is gone.
             handle.interrupt()
             waiter.forget(token)
             raise
@@ -250,6 +251,8 @@ class Executor:
         return self.store.list(job_name, limit)
 
     def execution(self, job_name: str, key: str) -> Execution | None:
+        """The stored execution of ``job_name`` with that ``key`` (as ``run`` returned it and
+        ``executions`` lists it), or None if the store holds no such execution."""
         return self.store.get(job_name, key)
 
     def cancel(self, job_name: str) -> int:
@@ -312,6 +315,11 @@ class Executor:
 
     def _discover(self) -> Plugins:
         found = discover_plugins(self.plugin_dirs)
+        for path, why in found.refused:
+            log.warning("plugin %s refused: %s", path, why)
+            parsed = parse_plugin_name(path.name)
+            if parsed is not None:
+                self._runtime.refuse_plugin(parsed[0], parsed[1], f"{why} ({path})")
         for info in found.all():
             if is_builtin(info.kind, info.name):
                 log.warning("%s plugin %s is ignored: the built-in %r wins", info.kind, info.path, info.name)

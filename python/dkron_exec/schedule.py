@@ -283,12 +283,26 @@ def _parse_field(text: str, field: _FieldSpec) -> tuple[int, bool]:
     return bits, star
 
 
+_EVERY_UNITS = {"second": "s", "sec": "s", "minute": "m", "min": "m", "hour": "h"}
+
+
+def _field_count_hint(parts: list[str]) -> str:
+    """A way out for the two usual mistakes: classic five-field cron, and English."""
+    if len(parts) == 5:
+        return f"; Dkron's schedules start with a seconds field: did you mean {'0 ' + ' '.join(parts)!r}?"
+    if len(parts) == 3 and parts[0].lower() == "every" and parts[1].isdigit():
+        unit = _EVERY_UNITS.get(parts[2].lower().rstrip("s"))
+        if unit:
+            return f"; for an interval use @every: did you mean {f'@every {parts[1]}{unit}'!r}?"
+    return ""
+
+
 def _parse_fields(text: str) -> _CronFields:
     parts = text.split()
     if len(parts) != 6:
         raise ValueError(
             "expected exactly 6 fields (second minute hour day-of-month month day-of-week), "
-            f"found {len(parts)}"
+            f"found {len(parts)}{_field_count_hint(parts)}"
         )
     parsed = [_parse_field(part, spec) for part, spec in zip(parts, _FIELD_SPECS, strict=True)]
     return _CronFields(

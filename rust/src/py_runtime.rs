@@ -218,6 +218,13 @@ impl Runtime {
         Ok(self.inner.register_plugin(kind, name, path)?)
     }
 
+    /// Remembers why a plugin file was refused (`kind` as above): runs naming it record why.
+    fn refuse_plugin(&self, kind: &str, name: &str, why: &str) -> PyResult<()> {
+        let kind = Kind::parse(kind).ok_or_else(|| PyValueError::new_err(format!("kind must be 'processor' or 'executor', got {kind:?}")))?;
+        self.inner.refuse_plugin(kind, name, why);
+        Ok(())
+    }
+
     /// Runs the plan to its end on this thread, GIL released; returns the final execution and
     /// the exception a signal handler raised meanwhile (Ctrl-C), for the caller to raise after
     /// storing. Raises ConcurrencyError / ExecutorClosedError when the run is refused.

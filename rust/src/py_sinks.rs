@@ -1,7 +1,11 @@
 //! Binding of the files and log sinks (`dkron_exec_core::sinks`): argument conversion, errors,
 //! and the GIL released around every write.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+
+use dkron_exec_core::chain::files::FilesConfig;
+use dkron_exec_core::config::Config;
 
 use dkron_exec_core::sinks::files::{self, Source, WriteError, WriteOptions};
 use dkron_exec_core::sinks::log;
@@ -51,6 +55,14 @@ fn write_log_file(
     py.detach(|| files::write_log(&log_dir, job, key, src, opts)).map_err(write_error)
 }
 
+/// Where a `files` step with `config` writes the execution `key` of `job` (the default folder as
+/// the environment says now). ValueError names the config field that is invalid.
+#[pyfunction]
+fn files_log_path(config: HashMap<String, String>, job: &str, key: &str) -> PyResult<PathBuf> {
+    let parsed = FilesConfig::parse(&Config::new(&config, "processors.files")).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    parsed.file_path(job, key).map_err(PyValueError::new_err)
+}
+
 /// Keeps the newest `keep` log files of `dir`; returns how many were removed.
 #[pyfunction]
 fn prune_log_files(py: Python<'_>, dir: PathBuf, keep: usize) -> PyResult<usize> {
@@ -72,6 +84,7 @@ fn write_log_block(py: Python<'_>, fd: i32, job: &str, key: &str, output: &Bound
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_log_file, m)?)?;
+    m.add_function(wrap_pyfunction!(files_log_path, m)?)?;
     m.add_function(wrap_pyfunction!(prune_log_files, m)?)?;
     m.add_function(wrap_pyfunction!(log_block, m)?)?;
     m.add_function(wrap_pyfunction!(write_log_block, m)?)?;

@@ -44,6 +44,8 @@ pub struct JobSpec {
     pub mem_poll: Duration,
     /// The command as the user wrote it, quoted in messages.
     pub label: String,
+    /// The job's name: a cancelled run's message names the job (empty: the label stands in).
+    pub job_name: String,
     /// Keep the complete output on disk once it outgrows `output_limit`.
     pub spool: Option<SpoolSpec>,
     /// Leave what the job started running when the job ends on its own (`keep_daemons`).
@@ -68,6 +70,7 @@ impl JobSpec {
             pipe_grace: Duration::from_secs(1),
             mem_poll: Duration::from_millis(250),
             label,
+            job_name: String::new(),
             spool: None,
             keep_daemons: false,
             containment: None,
@@ -222,6 +225,12 @@ fn stdin_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 pub fn spawn_failure(spec: &JobSpec, err: &std::io::Error, started_ns: u128) -> Outcome {
     let error = format!("shell: could not start job '{}': {}", spec.label, spawn_cause(spec, err));
     bare_outcome(spec.output_limit, error, EndReason::SpawnFailed, None, started_ns)
+}
+
+/// The one text of a cancelled run (`Executor.cancel`, Ctrl-C, a cancelled asyncio task alike):
+/// both its `error` and its output's last line.
+pub fn cancelled_message(executor_label: &str, job_name: &str) -> String {
+    format!("{executor_label}: Job '{job_name}' was cancelled. Job was killed")
 }
 
 /// What a failed spawn was about: exec reports a missing cwd as ENOENT, exactly as a missing
@@ -455,7 +464,7 @@ pub async fn supervise(
             spec.mem_limit.unwrap_or_default(),
             mem_seen
         )),
-        EndReason::Cancelled => Some(format!("shell: Job '{}' was cancelled. Job was killed", spec.label)),
+        EndReason::Cancelled => Some(cancelled_message("shell", if spec.job_name.is_empty() { &spec.label } else { &spec.job_name })),
         EndReason::Exited | EndReason::SpawnFailed => match status {
             None => Some("shell: lost track of the job's process".to_string()),
             Some(s) => status_error(s),

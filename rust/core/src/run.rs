@@ -18,7 +18,7 @@ use crate::engine::{CompletionQueue, Engine, Handle};
 use crate::execution::{make_key, Execution};
 use crate::executors::{plugin, ExecutorPlan};
 use crate::isolation::Isolation;
-use crate::job::{self, unix_nanos, EndReason, Outcome};
+use crate::job::{self, unix_nanos, Outcome};
 use crate::plan::{JobPlan, StepKind};
 use crate::plugin::host::{HostConfig, PluginHost};
 use crate::plugin::Kind;
@@ -145,7 +145,6 @@ impl std::fmt::Display for Refused {
 pub struct RunControl {
     job: String,
     cancelled: AtomicBool,
-    interrupted: AtomicBool,
     stop: Arc<Notify>,
 }
 
@@ -156,9 +155,9 @@ impl RunControl {
         self.stop.notify_one();
     }
 
-    /// The caller gave up (Ctrl-C, a cancelled task): cancel, and say so in the execution.
+    /// The caller gave up (Ctrl-C, a cancelled task): a cancel like any other, recorded in the
+    /// same words.
     pub fn interrupt(&self) {
-        self.interrupted.store(true, Ordering::SeqCst);
         self.cancel();
     }
 
@@ -173,6 +172,8 @@ pub struct Runtime {
     plugins: Mutex<Option<Arc<PluginHost>>>,
     plugin_config: HostConfig,
     plugin_names: RwLock<HashSet<(Kind, String)>>,
+    /// Plugins found on disk but refused (world-writable...), with why: a job naming one records it.
+    refused_plugins: RwLock<HashMap<(Kind, String), String>>,
     recorder: Option<Arc<dyn Recorder>>,
     /// The recorder's writer for runs on the engine (batched); blocking runs record themselves.
     batch: Option<BatchWriter>,
@@ -211,6 +212,7 @@ impl Runtime {
             plugins: Mutex::default(),
             plugin_config,
             plugin_names: RwLock::default(),
+            refused_plugins: RwLock::default(),
             recorder,
             settings,
             sinks: Sinks::default(),
@@ -245,6 +247,17 @@ impl Runtime {
         self.plugins.lock().unwrap().clone()
     }
 
+    /// Remembers why a plugin file of that kind and name was not registered, for the error of
+    /// the runs that name it.
+    pub fn refuse_plugin(&self, kind: Kind, name: &str, why: &str) {
+        self.refused_plugins.write().unwrap().insert((kind, name.to_string()), why.to_string());
+    }
+
+    /// Why a plugin was refused, if it was.
+    fn refusal(&self, kind: Kind, name: &str) -> Option<String> {
+        self.refused_plugins.read().unwrap().get(&(kind, name.to_string())).cloned()
+    }
+
     pub fn has_plugin(&self, kind: Kind, name: &str) -> bool {
         self.plugin_names.read().unwrap().contains(&(kind, name.to_string()))
     }
@@ -262,7 +275,6 @@ impl Runtime {
         let control = Arc::new(RunControl {
             job: plan.name.clone(),
             cancelled: AtomicBool::new(false),
-            interrupted: AtomicBool::new(false),
             stop: Arc::new(Notify::new()),
         });
         running.push(control.clone());
@@ -409,7 +421,10 @@ impl Runtime {
             }
             ExecutorPlan::Plugin(p) => {
                 let Some(host) = self.plugins().filter(|_| self.has_plugin(Kind::Executor, &p.name)) else {
-                    let why = format!("executor '{}' is not available: no dkron-executor-{} plugin is installed", p.name, p.name);
+                    let why = match self.refusal(Kind::Executor, &p.name) {
+                        Some(refused) => format!("executor '{}' is not available: its plugin was refused: {refused}", p.name),
+                        None => format!("executor '{}' is not available: no dkron-executor-{} plugin is installed", p.name, p.name),
+                    };
                     return (self.unstarted(&plan.name, group, attempt, unix_nanos(), why), None);
                 };
                 let a = plugin::Attempt {
@@ -423,19 +438,16 @@ impl Runtime {
                 p.run(a).await
             }
         };
-        let interrupted = control.interrupted.load(Ordering::SeqCst) && outcome.reason == EndReason::Cancelled;
-        let label = plan.executor.label();
+        // A cancelled run's executor already named the job in its error and output's last line,
+        // in the same words however it was cancelled.
         let spool = outcome.spool.clone().map(|p| (p, outcome.spool_complete));
-        (self.execution(&plan.name, group, attempt, outcome, interrupted.then_some(label)), spool)
+        (self.execution(&plan.name, group, attempt, outcome), spool)
     }
 
-    fn execution(&self, job: &str, group: i64, attempt: u32, o: Outcome, interrupted_by: Option<String>) -> Execution {
+    fn execution(&self, job: &str, group: i64, attempt: u32, o: Outcome) -> Execution {
         let node = &self.settings.node_name;
         let started_ns = o.started_ns as i64;
-        let error = match interrupted_by {
-            Some(label) => Some(format!("{label}: Job '{job}' was interrupted. Job was killed")),
-            None => o.error,
-        };
+        let error = o.error;
         Execution {
             job_name: job.to_string(),
             key: make_key(started_ns, node),
@@ -541,7 +553,7 @@ impl Runtime {
                         config: config.clone(),
                         timeout: self.settings.plugin_timeout,
                     }),
-                    None => Arc::new(Missing),
+                    None => Arc::new(Missing { refused: self.refusal(Kind::Processor, &s.name) }),
                 },
             };
             ChainStep { name: s.name.clone(), forward: s.forward, step }

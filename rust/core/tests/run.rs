@@ -132,7 +132,9 @@ fn cancel_from_another_thread_kills_a_run_here_and_stops_its_retries() {
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert_eq!(e.attempt, 1, "no retry after a cancel");
     assert!(!e.success && e.output.starts_with(b"started\n"));
-    assert_eq!(e.error.as_deref(), Some(format!("shell: Job '{script}' was cancelled. Job was killed").as_str()));
+    // One text, naming the job by its name, in the error and as the output's last line.
+    assert_eq!(e.error.as_deref(), Some("shell: Job 'long' was cancelled. Job was killed"));
+    assert!(e.output.ends_with(b"\nshell: Job 'long' was cancelled. Job was killed\n"));
     assert_eq!(wait_gone(&[pid], Duration::from_secs(2)), Vec::<i32>::new());
     assert_eq!(rt.cancel("long"), 0);
 }
@@ -166,7 +168,9 @@ fn run_here_gives_up_when_its_caller_does_and_kills_the_job() {
         })
         .unwrap();
     assert!(gave_up && t0.elapsed() < Duration::from_secs(5));
-    assert_eq!(e.error.as_deref(), Some("shell: Job 'impatient' was interrupted. Job was killed"));
+    // Given up by its caller (Ctrl-C, a cancelled task): the same words as Executor.cancel.
+    assert_eq!(e.error.as_deref(), Some("shell: Job 'impatient' was cancelled. Job was killed"));
+    assert!(e.output.ends_with(b"shell: Job 'impatient' was cancelled. Job was killed\n"));
     let pid = read_pids(&pidfile, 1)[0];
     assert_eq!(wait_gone(&[pid], Duration::from_secs(2)), Vec::<i32>::new());
     assert_eq!(rt.in_flight(), 0);

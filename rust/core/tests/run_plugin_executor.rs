@@ -149,8 +149,8 @@ fn runtime_cancel_reaches_a_plugin_run_from_another_thread() {
     assert_eq!(canceller.join().unwrap(), 1);
     assert!(!gave_up && t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert!(!e.success);
-    assert_eq!(e.error.as_deref(), Some("plugin executor 'lines': Job 'waiting' was cancelled"));
-    assert_eq!(e.output, b"line 0\nline 1\nline 2\nplugin executor 'lines': Job 'waiting' was cancelled\n");
+    assert_eq!(e.error.as_deref(), Some("plugin executor 'lines': Job 'waiting' was cancelled. Job was killed"));
+    assert_eq!(e.output, b"line 0\nline 1\nline 2\nplugin executor 'lines': Job 'waiting' was cancelled. Job was killed\n");
     assert_eq!(rt.cancel("waiting"), 0);
 }
 

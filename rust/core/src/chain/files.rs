@@ -73,6 +73,13 @@ impl FilesConfig {
         self.full_output.then_some(self.max_size)
     }
 
+    /// The file a run of `job` with `key` is written to, as the environment says now (for
+    /// reports: "written to PATH").
+    pub fn file_path(&self, job: &str, key: &str) -> std::result::Result<PathBuf, String> {
+        let dir = self.dir()?;
+        files::log_path(&dir, self.per_job_dir.then_some(job), key).map_err(|e| e.to_string())
+    }
+
     /// The folder, absolute, as it is now.
     fn dir(&self) -> std::result::Result<PathBuf, String> {
         let dir = match &self.log_dir {

@@ -100,12 +100,18 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("(no message)")
 }
 
-/// The step of a processor the job names but nobody provides: every run records it.
-pub struct Missing;
+/// The step of a processor the job names but nobody provides: every run records it, with why
+/// its plugin was refused when one was found but not trusted.
+pub struct Missing {
+    pub refused: Option<String>,
+}
 
 impl Step for Missing {
     fn process(&self, _: &Execution, _: &StepContext<'_>) -> Result<Processed, String> {
-        Err("processor not found".into())
+        Err(match &self.refused {
+            Some(why) => format!("processor refused: {why}"),
+            None => "processor not found".into(),
+        })
     }
 }
 
@@ -151,7 +157,7 @@ mod tests {
                 step("broken", true, &b),
                 step("plugin", false, &c),
                 step("d", false, &d),
-                ChainStep { name: "ghost".into(), forward: true, step: Arc::new(Missing) },
+                ChainStep { name: "ghost".into(), forward: true, step: Arc::new(Missing { refused: None }) },
             ],
         };
         let ctx = StepContext::new("node-7");

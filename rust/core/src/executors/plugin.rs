@@ -179,7 +179,7 @@ impl PluginExecutor {
                     (Some(msg), EndReason::TimedOut, None)
                 }
                 FailureKind::Cancelled | FailureKind::Stopped => {
-                    (Some(format!("{label}: Job '{job}' was cancelled")), EndReason::Cancelled, None)
+                    (Some(crate::job::cancelled_message(&label, job)), EndReason::Cancelled, None)
                 }
                 FailureKind::Start => (Some(f.message.clone()), EndReason::SpawnFailed, None),
                 _ => (Some(f.message.clone()), EndReason::Exited, None),

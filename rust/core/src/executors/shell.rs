@@ -4,6 +4,7 @@
 
 mod credentials;
 mod env;
+mod operators;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,6 +69,12 @@ impl ShellConfig {
             None => false,
             Some(_) => config.bool("shell", false)?,
         };
+        if let Some(op) = operators::first_unquoted_operator(command).filter(|_| !shell) {
+            let why = format!(
+                "holds the shell operator '{op}' outside quotes, which only a shell understands: set \"shell\": true to run the command through /bin/sh, or quote the '{op}'"
+            );
+            return Err(config.error("command", command, why));
+        }
         let keep_daemons = match config.non_empty("keep_daemons") {
             None => false,
             Some(_) => config.bool("keep_daemons", false)?,
@@ -132,6 +139,7 @@ impl ShellConfig {
         spec.gid = gid;
         spec.keep_daemons = self.keep_daemons;
         spec.label = self.command.clone();
+        spec.job_name = job_name.to_string();
         Ok(spec)
     }
 }
@@ -343,6 +351,17 @@ mod tests {
         assert!(err.reason.starts_with("not valid base64: "), "{err}");
         let err = parse(&[("command", "")]).unwrap_err();
         assert_eq!(err.to_string(), "executor_config.command: the shell executor needs a non-empty command (got \"\")");
+    }
+
+    #[test]
+    fn unquoted_shell_operators_need_shell_true() {
+        let err = parse(&[("command", "echo one && echo two")]).unwrap_err();
+        assert_eq!(err.field, "executor_config.command");
+        assert!(err.reason.contains("'&&'") && err.reason.contains("\"shell\": true"), "{err}");
+        let err = parse(&[("command", "date > now"), ("shell", "false")]).unwrap_err();
+        assert!(err.reason.contains("'>'"), "{err}");
+        assert!(parse(&[("command", "echo one && echo two"), ("shell", "true")]).is_ok());
+        assert!(parse(&[("command", "echo 'one && two' \\;")]).is_ok());
     }
 
     #[test]
