@@ -97,16 +97,15 @@ impl Plugin {
         id: u64,
         head: &[u8],
         body: &[u8],
-        deadline: Option<Instant>,
+        clock: Clock,
         timeout: Option<Duration>,
         sink: Option<Arc<dyn CallSink>>,
-        clock: Clock,
         interrupted: &mut dyn FnMut() -> bool,
     ) -> Result<Frame, PluginFailure> {
         // A channel that failed just before the call was sent is retried on the next process.
         for _ in 0..3 {
             let wait = match clock {
-                Clock::FromCall => deadline,
+                Clock::FromCall(deadline) => deadline,
                 Clock::FromReady => None,
             };
             let conn = match self.conn(wait, timeout, interrupted)? {
@@ -121,7 +120,7 @@ impl Plugin {
                 }
             };
             let deadline = match clock {
-                Clock::FromCall => deadline,
+                Clock::FromCall(deadline) => deadline,
                 Clock::FromReady => timeout.map(|t| Instant::now() + t),
             };
             let req = Request { id, head, body, deadline, timeout, sink: sink.clone() };
@@ -140,7 +139,8 @@ impl Plugin {
 /// Dkron, so it starts once the plugin is ready (start-up is bounded by the start timeout).
 #[derive(Debug, Clone, Copy)]
 enum Clock {
-    FromCall,
+    /// The deadline, set when the call was made.
+    FromCall(Option<Instant>),
     FromReady,
 }
 
@@ -302,7 +302,7 @@ impl PluginHost {
         let head = codec::execution_head("process", id, execution, Some(config))
             .and_then(|head| codec::finish_head(head, output.len(), self.config.max_frame))
             .map_err(|e| plugin.failure(FailureKind::Protocol, format!("request not sent: {e}")))?;
-        let Frame { header, body } = plugin.call(id, &head, output, deadline, timeout, None, Clock::FromCall, interrupted)?;
+        let Frame { header, body } = plugin.call(id, &head, output, Clock::FromCall(deadline), timeout, None, interrupted)?;
         let mut next = execution.clone_without_output();
         let empty = Map::new();
         let fields = match header.get("execution") {
@@ -334,7 +334,6 @@ impl PluginHost {
         let cancelled = Arc::new(AtomicBool::new(false));
         let flag = cancelled.clone();
         let max = self.config.max_frame;
-        let deadline = timeout.map(|t| Instant::now() + t);
         self.handle.spawn_blocking(move || {
             let interrupted = &mut || flag.load(Ordering::Relaxed);
             if let Some(result) = execute_go(&plugin, &header, timeout, &sink, interrupted) {
@@ -347,7 +346,7 @@ impl PluginHost {
                 .and_then(|h| codec::encode_head(&h, body.len(), max))
                 .map_err(|e| plugin.failure(FailureKind::Protocol, format!("request not sent: {e}")));
             let result = head.and_then(|head| {
-                plugin.call(id, &head, &body, deadline, timeout, Some(sink.clone()), Clock::FromReady, interrupted)
+                plugin.call(id, &head, &body, Clock::FromReady, timeout, Some(sink.clone()), interrupted)
             });
             sink.finish(result);
         });
