@@ -24,8 +24,10 @@ echo "== cargo test"
 echo "== pytest"
 # Dkron's own plugins are built with Go in the tests: missing Go fails them here instead of skipping.
 export DKRON_EXEC_REQUIRE_GO=1
-.venv/bin/python -m pytest tests -q
-.venv/bin/python -m pytest benches -q --benchmark-disable
+.venv/bin/python -m pytest tests -q --junitxml=build/junit-tests.xml
+.venv/bin/python -m pytest benches -q --benchmark-disable --junitxml=build/junit-benches.xml
+# Every test runs here: a skip (a missing service, tool or file) fails command 2.
+.venv/bin/python scripts/no_skips.py build/junit-tests.xml build/junit-benches.xml
 
 # The abi3 wheel, installed with no Rust toolchain on PATH, runs the sample job.
 bash scripts/wheel-check.sh
