@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._measure import Result
-from ._registry import PRIMARY, Target
+from ._registry import EXPECTED, PRIMARY, Target
 
 BASELINES = ("python", "c")
 HEADER = "| figure | unit | dkron_exec | Python | dkron/Py | C limit | dkron/C | target | met |"
@@ -51,9 +51,25 @@ def row(result: Result) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def table(results: Iterable[Result]) -> str:
+def one_line(error: str, limit: int = 300) -> str:
+    """An error as one table-safe line (a build's stderr has newlines and may be long)."""
+    text = " ".join(error.split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def failed_row(group: str, error: str) -> str:
+    """The row of a group that has no figure to show: it failed before measuring anything."""
+    title = EXPECTED.get(group, group)
+    cells = [f"{title} (group {group!r} FAILED: {one_line(error)})", *["-"] * (HEADER.count(" | ") - 1)]
+    cells.append("**failed**")
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(results: Iterable[Result], lost: dict[str, str] | None = None) -> str:
+    """The figures' rows, then one row per group in ``lost`` (group: error) that measured nothing."""
     lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
     lines += [row(r) for r in results]
+    lines += [failed_row(group, error) for group, error in (lost or {}).items()]
     return "\n".join(lines)
 
 
@@ -75,13 +91,16 @@ def target_summary(results: Iterable[Result]) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def summary_lines(summary: dict[str, dict[str, Any]], skipped: dict[str, str]) -> list[str]:
+def summary_lines(
+    summary: dict[str, dict[str, Any]], skipped: dict[str, str], failed: dict[str, str] | None = None
+) -> list[str]:
     lines = []
     for label, entry in summary.items():
         status = {True: "met", False: "NOT met", None: "not measured"}[entry["met"]]
         detail = f" (missed at: {', '.join(entry['missed'])})" if entry["missed"] else ""
         lines.append(f"- {label}: {status}{detail}")
     lines += [f"- {name}: not measured ({reason})" for name, reason in skipped.items()]
+    lines += [f"- {name}: group FAILED ({one_line(error)})" for name, error in (failed or {}).items()]
     return lines
 
 

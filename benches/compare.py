@@ -7,7 +7,9 @@
 Prints the table (medians, ratios, targets), writes ``bench-results/results.json`` (plus a timestamped
 copy), ``bench-results/table.md`` and PNG charts. Every group is a ``benches/bench_*.py`` module that
 registers its figures (see ``_registry.py``); a group whose component is not built (``Missing``) is skipped
-with a note, and any other error fails the run.
+with a note. A group that fails (its module does not import, its builder raises, or a subject fails to
+measure) is marked failed with its error in the table and the files, the other groups are still measured
+and written, and the command exits 1 at the end naming the failed groups.
 """
 
 from __future__ import annotations
@@ -21,17 +23,23 @@ import time
 from pathlib import Path
 
 from . import _baselines, _charts, _machine, _report
-from ._measure import Result, measure
+from ._measure import Result, _describe, measure
 from ._registry import EXPECTED, Env, Missing, build, registered
 
 PACKAGE = Path(__file__).parent
 
 
-def discover() -> None:
-    """Imports every benches/bench_*.py (an import error is a broken bench: it fails the run)."""
+def discover() -> dict[str, str]:
+    """Imports every benches/bench_NAME.py; returns the error of each that does not import, by group
+    NAME (a broken bench is a failed group, not a skipped one)."""
+    broken = {}
     for info in pkgutil.iter_modules([str(PACKAGE)]):
         if info.name.startswith("bench_"):
-            importlib.import_module(f"{__package__}.{info.name}")
+            try:
+                importlib.import_module(f"{__package__}.{info.name}")
+            except Exception as exc:
+                broken[info.name.removeprefix("bench_")] = _describe(exc)
+    return broken
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     env = Env(mode="full" if args.full else "quick", results=args.out)
     reps = args.reps or (11 if args.full else 7)
     args.out.mkdir(parents=True, exist_ok=True)
-    discover()
-    names = list(dict.fromkeys([*EXPECTED, *registered()]))
+    failed = discover()
+    names = list(dict.fromkeys([*EXPECTED, *registered(), *failed]))
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
+    failed = {name: error for name, error in failed.items() if name in names}
 
     machine = _machine.describe()
     print(f"# dkron_exec benchmarks ({env.mode}, median of {reps})\n\n{_machine.one_line(machine)}\n")
@@ -60,27 +69,44 @@ def main(argv: list[str] | None = None) -> int:
     skipped: dict[str, str] = {}
     started = time.time()
     for name in names:
+        if name in failed:
+            print(f"[FAILED] {name}: {failed[name]}", file=sys.stderr)
+            continue
         try:
             figures = build(name, env)
         except Missing as exc:
             skipped[name] = str(exc)
             print(f"[skip] {name}: {exc}", file=sys.stderr)
             continue
+        except Exception as exc:  # this group is lost; the others are still measured
+            failed[name] = _describe(exc)
+            print(f"[FAILED] {name}: {failed[name]}", file=sys.stderr)
+            continue
+        errors = []
         for figure in figures:
             t0 = time.perf_counter()
-            result = measure(figure, reps)
+            try:
+                result = measure(figure, reps)
+            except Exception as exc:
+                errors.append(f"{figure.id}: {_describe(exc)}")
+                continue
             results.append((name, result))
+            errors += [f"{figure.id} {subject}: {error}" for subject, error in result.errors.items()]
             print(f"[{time.perf_counter() - t0:5.1f}s] {_report.row(result)}", file=sys.stderr)
+        if errors:
+            failed[name] = "; ".join(errors)
     machine["loadavg_end"] = _machine.describe()["loadavg"]
 
     only = [r for _, r in results]
+    measured = {g for g, _ in results}
+    lost = {name: error for name, error in failed.items() if name not in measured}
     summary = _report.target_summary(only)
     text = "\n".join(
         [
-            _report.table(only),
+            _report.table(only, lost),
             "",
             "Targets:",
-            *_report.summary_lines(summary, skipped),
+            *_report.summary_lines(summary, skipped, failed),
             "",
             "Baselines:",
             *_report.legend(only),
@@ -96,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "figures": [_report.record(r, g) for g, r in results],
         "targets": summary,
         "skipped": skipped,
+        "failed": failed,
     }
     blob = json.dumps(record, indent=2)
     (args.out / "results.json").write_text(blob)
@@ -103,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "table.md").write_text(f"{_machine.one_line(machine)}\n\n{text}\n")
     charts = [] if args.no_charts else _charts.draw(only, args.out)
     print(f"\nwrote {args.out / 'results.json'}, {args.out / 'table.md'}", *charts, sep="\n  ")
+    if failed:
+        print(f"benches.compare: {len(failed)} group(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -5,6 +5,7 @@ as our own plugins: crash, hang, garbage only fail that step or run."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -36,8 +37,7 @@ def plugin_dir(tmp_path: Path, binaries: dict[str, Path]) -> Path:
     d = tmp_path / "plugins"
     go_plugins.install(d, "dkron-processor-gotest", "gotest")
     go_plugins.install(d, "dkron-processor-gotest", "gotest2")
-    if "noopproc" in binaries:
-        go_plugins.install(d, "noopproc", "noop")
+    go_plugins.install(d, "noopproc", "noop")
     return d
 
 
@@ -47,14 +47,11 @@ def ex(tmp_path: Path, plugin_dir: Path) -> Iterator[Executor]:
         yield e
 
 
-def test_dkron_processors_run_in_order_between_built_ins_and_forward(
-    ex: Executor, tmp_path: Path, binaries: dict[str, Path]
-) -> None:
-    noop = {"noop": {}} if "noopproc" in binaries else {}
+def test_dkron_processors_run_in_order_between_built_ins_and_forward(ex: Executor, tmp_path: Path) -> None:
     steps = {
         "gotest": {"append": "<a>"},
         "files": {"log_dir": str(tmp_path / "logs"), "forward": True},
-        **noop,
+        "noop": {},
         "gotest2": {"append": "<b>"},
     }
     execution = ex.run(shell_job("j", "echo hello", processors=steps))
@@ -236,8 +233,7 @@ def exec_dir(tmp_path: Path, binaries: dict[str, Path]) -> Path:
     d = tmp_path / "executors"
     go_plugins.install(d, "dkron-executor-gotest", "gotest", kind="executor")
     go_plugins.install(d, "dkron-executor-gotestv1", "gotestv1", kind="executor")
-    if "noopexec" in binaries:
-        go_plugins.install(d, "noopexec", "noop", kind="executor")
+    go_plugins.install(d, "noopexec", "noop", kind="executor")
     return d
 
 
@@ -251,9 +247,7 @@ def dkron_job(executor: str, **config: str) -> dict[str, object]:
     return {"name": "e", "executor": executor, "executor_config": config}
 
 
-def test_the_references_noopexec_runs_as_a_jobs_executor(exe: Executor, binaries: dict[str, Path]) -> None:
-    if "noopexec" not in binaries:
-        pytest.skip("the reference's noopexec is not there")
+def test_the_minimal_noopexec_runs_as_a_jobs_executor(exe: Executor) -> None:
     chunks: list[tuple[bytes, bool]] = []
     execution = exe.run(
         dkron_job("noop", command="hello", update="true"), on_output=lambda c, e: chunks.append((c, e))
@@ -445,3 +439,25 @@ def test_dkron_executors_die_with_a_sigkilled_host(exec_dir: Path) -> None:
     finally:
         host.kill()
         host.wait()
+
+
+def test_plugbench_calls_noopexec_through_dkrons_client_and_its_status_callback(
+    binaries: dict[str, Path],
+) -> None:
+    # The benches' Go client, on the minimal executor: every call (the warm-up too) streams once.
+    command = [str(binaries["plugbench"]), "-mode", "executor", "-plugin", str(binaries["noopexec"])]
+    proc = subprocess.run(
+        [*command, "-config", "command=hi,update=true", "-duration", "50ms"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    assert report["mode"] == "executor" and report["calls"] >= 1
+    assert report["status_updates"] == report["calls"] + 1
+    assert report["calls_per_s"] > 0 and report["p99_us"] >= report["p50_us"] > 0
+    # A wrong protocol for the mode is refused at start, naming the plugin.
+    proc = subprocess.run(
+        [str(binaries["plugbench"]), "-mode", "executor", "-plugin", str(binaries["noopproc"])],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert f"starting {binaries['noopproc']}" in proc.stderr, proc.stderr

@@ -21,12 +21,14 @@ import (
 
 	"github.com/distribworks/dkron/v4/plugin"
 	"github.com/distribworks/dkron/v4/types"
+
+	"dkronexec/testplugins/internal/execution"
 )
 
 type proc struct{}
 
 func (proc) Process(args *plugin.ProcessorArgs) types.Execution {
-	ex := args.Execution
+	ex := &args.Execution
 	cfg := args.Config
 	fmt.Fprintf(os.Stderr, "gotest: processing %s\n", ex.JobName)
 	log.Printf("gotest: real stderr for %s", ex.JobName)
@@ -61,7 +63,7 @@ func (proc) Process(args *plugin.ProcessorArgs) types.Execution {
 	if a, ok := cfg["append"]; ok {
 		ex.Output = append(ex.Output, []byte(a)...)
 	}
-	return ex
+	return execution.Returned(ex)
 }
 
 func main() { plugin.Serve(&plugin.ServeOpts{Processor: proc{}}) }
