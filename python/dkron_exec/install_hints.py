@@ -1,7 +1,7 @@
 """What to install for an optional part of dkron_exec, said so that the command works as written.
 
-dkron-exec is installed from a clone or a wheel, not from the package index, so a message never says
-``pip install 'dkron-exec[EXTRA]'``. It names the requirement itself (always on the index), installed
+dkron-exec is installed from a clone or a wheel, not from the package index, so a message never asks
+the index for dkron-exec with an extra. It names the requirement itself (always on the index), installed
 with the very Python that is running (``sys.executable -m pip``, so into the right environment), and
 the extra to use from a clone. The requirements are the extras' own (pyproject.toml); a test keeps
 them equal.
@@ -18,6 +18,6 @@ POSTGRES_REQUIREMENT = "psycopg[binary]>=3.1"
 
 
 def install_hint(requirement: str, extra: str) -> str:
-    """``install it with PYTHON -m pip install 'REQ' (from a clone of dkron_exec: ...'.[EXTRA]')``."""
+    """How to install ``requirement``: with this Python's pip, or as ``extra`` from a clone."""
     pip = f"{shlex.quote(sys.executable)} -m pip install {shlex.quote(requirement)}"
     return f"install it with {pip} (or, from a clone of dkron_exec: .venv/bin/pip install '.[{extra}]')"
