@@ -4,8 +4,9 @@ The same interface and semantics as :class:`~dkron_exec.store.SQLiteStore` (newe
 newest ``retention`` per job kept, the same fields), plus what a shared database allows:
 ``claim(job_name)``, the cluster-wide ``concurrency: forbid``.
 
-Needs psycopg 3: ``pip install 'dkron-exec[postgres]'``. The schema is created and upgraded by
-the library (:mod:`dkron_exec.postgres_schema`).
+Needs psycopg 3, the ``postgres`` extra (from a clone: ``.venv/bin/pip install '.[postgres]'``;
+else ``pip install 'psycopg[binary]>=3.1'``). The schema is created and upgraded by the library
+(:mod:`dkron_exec.postgres_schema`).
 
 An execution is never lost to a connection failure: a put that fails on a broken connection is
 retried once on a new one; if the database is still away the execution is spooled to a local

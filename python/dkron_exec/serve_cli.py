@@ -12,6 +12,7 @@ from types import FrameType
 from typing import Any
 
 from .errors import DkronExecError
+from .install_hints import SERVE_REQUIREMENT, install_hint
 from .store import default_store_path
 
 # Here rather than in .serve, which imports APScheduler: `dkron-exec --help` works without it.
@@ -75,8 +76,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .serve import StopRequest, serve
     except ImportError as exc:
+        if (exc.name or "").partition(".")[0] == "dkron_exec":
+            raise  # a broken install of dkron_exec itself, not the missing extra
         raise DkronExecError(
-            f"serve needs APScheduler 3: pip install 'dkron-exec[apscheduler]' ({exc})"
+            f"serve needs APScheduler 3, which this Python cannot import ({exc}): "
+            + install_hint(SERVE_REQUIREMENT, "serve")
         ) from None
     from .executor import Executor
 

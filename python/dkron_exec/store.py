@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from . import _core
 from .errors import StoreError
 from .execution import Execution
+from .install_hints import POSTGRES_REQUIREMENT, install_hint
 
 DEFAULT_RETENTION = 100
 
@@ -115,9 +116,11 @@ def _postgres_store(url: str, retention: int) -> Store:
     try:
         from .postgres_store import PostgresStore
     except ImportError as exc:
+        if (exc.name or "").partition(".")[0] == "dkron_exec":
+            raise  # a broken install of dkron_exec itself, not the missing extra
         raise StoreError(
-            f"cannot open the store {safe_url(url)}: PostgreSQL needs psycopg 3 "
-            f"(pip install 'dkron-exec[postgres]'): {exc}"
+            f"cannot open the store {safe_url(url)}: PostgreSQL needs psycopg 3, which this Python "
+            f"cannot import ({exc}): {install_hint(POSTGRES_REQUIREMENT, 'postgres')}"
         ) from None
     return PostgresStore(url, retention=retention)
 

@@ -1,2 +1,3 @@
 """Integrations with engines that users already run. Each one needs its own extra
-(``pip install 'dkron-exec[apscheduler]'``) and is imported only by those who use it."""
+(from a clone: ``.venv/bin/pip install '.[serve]'``, or ``'.[celery]'``) and is imported only by those
+who use it."""

@@ -1,4 +1,5 @@
-"""Dkron jobs scheduled by APScheduler 3.x (``pip install 'dkron-exec[apscheduler]'``).
+"""Dkron jobs scheduled by APScheduler 3.x (the ``serve`` extra: ``.venv/bin/pip install '.[serve]'``
+from a clone, else ``pip install 'apscheduler>=3.10,<4'``).
 
 :class:`DkronTrigger` is an APScheduler trigger whose fire times are those of
 :meth:`dkron_exec.Job.next_run`, so a job fires exactly when Dkron would fire it (seconds field,

@@ -1,4 +1,5 @@
-"""Dkron jobs dispatched across machines by Celery (``pip install 'dkron-exec[celery]'``).
+"""Dkron jobs dispatched across machines by Celery (the ``celery`` extra: ``.venv/bin/pip install
+'.[celery]'`` from a clone, else ``pip install 'celery>=5.3,<6'``).
 
 Celery carries a job document to a worker; the worker runs it through its own
 :class:`~dkron_exec.Executor`, which writes the execution to the store (a shared one, so every
