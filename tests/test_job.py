@@ -603,3 +603,16 @@ def test_bad_byte_sizes(text: str) -> None:
         with pytest.raises(JobError) as err:
             Job.from_dict(doc)
         assert (err.value.field, err.value.value) == (field, text)
+
+
+@pytest.mark.parametrize("spec", ["@every 5", "@every 5x", "@every", "@every 5 minutes"])
+def test_a_bad_every_duration_quotes_the_spec_once(spec: str) -> None:
+    """The schedule error names the field and quotes the value once, as every JobError does
+    (it used to quote the duration again: ``... (got "5") (got '@every 5')``)."""
+    with pytest.raises(JobError) as err:
+        Job.from_dict(job_doc(schedule=spec, executor_config={"command": "/bin/true"}))
+    message = str(err.value)
+    assert err.value.field == "schedule" and err.value.value == spec
+    assert message.startswith("schedule: invalid Go duration: ")
+    assert message.endswith(f"(got {spec!r})")
+    assert message.count("(got ") == 1 and "(got" not in err.value.reason
