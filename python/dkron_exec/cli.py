@@ -18,12 +18,12 @@ from typing import Any
 
 import orjson
 
-from . import json_errors
 from .cli_report import cpu, memory, print_execution
 from .containment import isolation
 from .errors import DkronExecError, JobError
 from .executor import Executor
 from .job import Job
+from .job_file import BadDocument, load_job
 from .names import unknown_names
 from .queues_cli import add_celery_queues_parser
 from .serve_cli import add_serve_parser
@@ -36,17 +36,9 @@ EXIT_STEP_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 
-class BadDocument(DkronExecError):
-    """A job file that is not JSON: the message names the file, line and column."""
-
-
 def _read_job(path: str) -> Job:
     data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BadDocument(json_errors.describe("<stdin>" if path == "-" else path, data, exc)) from None
-    return Job.from_dict(doc) if isinstance(doc, dict) else Job.from_json(data)
+    return load_job("<stdin>" if path == "-" else path, data)
 
 
 def _check_names(job: Job, plugin_dirs: Sequence[str]) -> None:

@@ -34,6 +34,7 @@ from .execution import Execution
 from .executor import Executor
 from .integrations.apscheduler import SkipRun, add_dkron_job, why_unscheduled
 from .job import Job
+from .job_file import BadDocument, load_job
 from .serve_cli import DEFAULT_GRACE, DEFAULT_MAX_RUNNING, DEFAULT_POLL
 
 log = logging.getLogger("dkron_exec.serve")
@@ -123,11 +124,17 @@ class JobFolder:
         previous = seen.job if seen is not None else None
         clash = False
         try:
-            job = Job.from_json(data)
+            job = load_job(str(file), data)
             owner = self.jobs().get(job.name)
             if owner is not None and owner != file:
                 clash = True
                 raise DkronExecError(f"name: job {job.name!r} is already defined by {owner}")
+        except BadDocument as exc:
+            # The report `validate` prints (it names the file), then what serve does about it.
+            excerpt = f"\n{exc.excerpt}" if exc.excerpt else ""
+            log.error("%s; %s%s", exc.location, _keeping(seen), excerpt)
+            self._seen[file] = _Seen(signature, data, previous, clash)
+            return
         except DkronExecError as exc:
             log.error("%s: invalid job, %s; %s", file, exc, _keeping(seen))
             # Remember the bad bytes (not to log them every poll) but keep serving the old job.
