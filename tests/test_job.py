@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -616,3 +617,10 @@ def test_a_bad_every_duration_quotes_the_spec_once(spec: str) -> None:
     assert message.startswith("schedule: invalid Go duration: ")
     assert message.endswith(f"(got {spec!r})")
     assert message.count("(got ") == 1 and "(got" not in err.value.reason
+
+
+def test_to_json_is_text_like_json_dumps() -> None:
+    job = Job.from_dict(FULL_DOC)
+    written = job.to_json()
+    assert isinstance(written, str)
+    assert json.loads(written) == job.to_dict() and Job.from_json(written) == job
