@@ -288,3 +288,17 @@ def test_a_refused_file_is_reported_as_validate_reports_it_and_never_quoted(
         )  # fmt: skip
         assert r.returncode == 2 and name in r.stderr
         assert r.stderr.count("\n") == 1 and "s3cr3t" not in r.stderr and "root:" not in r.stderr
+
+
+def test_serve_counts_scheduled_jobs_apart_and_names_the_signal_it_stops_on(
+    served: Callable[..., Served],
+) -> None:
+    s = served()
+    write_atomically(s.jobs / "tick.json", shell_job("tick", "true", schedule="@every 1h"))
+    write_atomically(s.jobs / "manual.json", shell_job("manual", "true", schedule="@manually"))
+    write_atomically(s.jobs / "none.json", shell_job("none", "true"))
+    s.start()
+    assert "serving 1 scheduled job(s), 2 not scheduled, from " in s.log
+    assert s.terminate() == 0
+    assert "stopping (received SIGTERM): no new runs start" in s.log
+    assert "no more runs are scheduled" not in s.log

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -251,12 +252,24 @@ class StopRequest:
     def __init__(self) -> None:
         self.stop = False
         self.hurry = False
+        self.signum: int | None = None
+        """The signal that asked to stop first, if a signal did."""
 
-    def signal(self) -> None:
+    def signal(self, signum: int | None = None) -> None:
         """The first call asks to stop; a second one to stop without waiting out the grace period."""
         if self.stop:
             self.hurry = True
+        elif signum is not None:
+            self.signum = signum
         self.stop = True
+
+    def reason(self) -> str:
+        if self.signum is None:
+            return "asked to stop"
+        try:
+            return f"received {signal.Signals(self.signum).name}"
+        except ValueError:
+            return f"received signal {self.signum}"
 
 
 _TICK = 0.05  # how soon a stop request is noticed
@@ -275,9 +288,12 @@ def serve(
     service = Service(JobFolder(jobs_dir), executor, make_scheduler(max_running))
     service.reload()
     service.scheduler.start()
+    loaded = len(service.folder.jobs())
+    scheduled = len(service.scheduler.get_jobs())
     log.info(
-        "serving %d job(s) from %s (polled every %gs, grace %gs)",
-        len(service.folder.jobs()),
+        "serving %d scheduled job(s), %d not scheduled, from %s (polled every %gs, grace %gs)",
+        scheduled,
+        loaded - scheduled,
         jobs_dir,
         poll,
         grace,
@@ -288,6 +304,6 @@ def serve(
         if time.monotonic() >= next_look:
             service.reload()
             next_look = time.monotonic() + poll
-    log.info("stopping: no more runs are scheduled")
+    log.info("stopping (%s): no new runs start", request.reason())
     service.stop(grace, lambda: request.hurry)
     log.info("stopped")

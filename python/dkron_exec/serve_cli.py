@@ -93,7 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     request = StopRequest()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        request.signal()
+        request.signal(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
