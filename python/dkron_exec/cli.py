@@ -27,7 +27,7 @@ from .job_file import BadDocument, load_job
 from .names import unknown_names
 from .queues_cli import add_celery_queues_parser
 from .serve_cli import add_serve_parser
-from .store import default_store_path, describe_store
+from .store import describe_store, store_option_help
 
 # Exit statuses (see the module's docstring, shown by --help).
 EXIT_FAILED = 1
@@ -207,23 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a job once through its executor, processors and the store")
     run.add_argument("job", help="a job JSON file (Dkron's format, or the short form), or - for stdin")
-    run.add_argument(
-        "--store",
-        help=(
-            "SQLite file, :memory: or a postgresql:// URL "
-            f"(default $DKRON_EXEC_STORE, else {default_store_path()})"
-        ),
-    )
+    run.add_argument("--store", help=store_option_help())
     run.add_argument("--node", help="node name recorded on the execution (default: host name)")
     run.add_argument("--json", action="store_true", help="print the execution as JSON")
     run.add_argument("--plugin-dir", action="append", default=[], help="another plugin folder (repeatable)")
     run.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("executions", help="list a job's stored executions, newest first")
-    ls.add_argument("job_name")
-    ls.add_argument("--store", help="SQLite file or postgresql:// URL (default: as for run)")
+    ls.add_argument("job_name", help="the job's name (its \"name\" field)")
+    ls.add_argument("--store", help=store_option_help())
     ls.add_argument("--limit", type=_at_least_one, default=None, help="at most N executions (N >= 1)")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print the executions as a JSON array")
     ls.set_defaults(func=cmd_executions)
 
     val = sub.add_parser("validate", help="check a job file and show its next run")
@@ -234,12 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     plug = sub.add_parser("plugins", help="list the plugins found, where, and those refused")
     plug.add_argument("--plugin-dir", action="append", default=[], help="another folder (repeatable)")
-    plug.add_argument("--json", action="store_true")
+    plug.add_argument("--json", action="store_true", help="print the folders, plugins and refusals as JSON")
     plug.set_defaults(func=cmd_plugins)
 
     doc = sub.add_parser("doctor", help="how jobs are contained here (cgroup or process group)")
     doc.add_argument("--no-cgroups", action="store_true", help="what Executor(cgroups=False) gets")
-    doc.add_argument("--json", action="store_true")
+    doc.add_argument("--json", action="store_true", help="print the report as JSON")
     doc.set_defaults(func=cmd_doctor)
 
     add_serve_parser(sub)

@@ -12,7 +12,7 @@ from types import FrameType
 from typing import Any
 
 from .errors import DkronExecError
-from .store import default_store_path
+from .store import store_option_help
 
 # Here rather than in .serve, which imports APScheduler: `dkron-exec --help` works without it.
 DEFAULT_GRACE = 30.0
@@ -45,9 +45,7 @@ def add_serve_parser(sub: Any) -> None:
         ),
     )
     serve.add_argument("jobs_dir", metavar="JOBS_DIR", help="folder of job JSON files")
-    serve.add_argument(
-        "--store", help=f"SQLite file, :memory: or a postgresql:// URL (default {default_store_path()})"
-    )
+    serve.add_argument("--store", help=store_option_help())
     serve.add_argument("--node", help="node name recorded on the executions (default: host name)")
     serve.add_argument("--plugin-dir", action="append", default=[], help="another plugin folder (repeatable)")
     serve.add_argument(
