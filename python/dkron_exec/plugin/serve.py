@@ -25,7 +25,6 @@ from .wire import (
     FrameError,
 )
 
-
 # How a program file may end that is no part of the plugin's name (``tag.py`` is the plugin ``tag``).
 _PROGRAM_SUFFIXES = (".exe", ".py", ".pyw", ".pyz")
 
