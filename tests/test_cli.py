@@ -163,3 +163,21 @@ def test_every_argument_of_every_subcommand_has_a_help_text_and_true_defaults(tm
                 assert "$DKRON_EXEC_STORE, else " in text and "from-the-variable" not in text, (command, text)
     executions = _help_entries(cli("executions", "--help", env=env).stdout)
     assert {"job_name", "--json"} <= set(executions)
+
+
+def test_a_schedule_that_matches_no_date_is_not_called_on_demand(tmp_path: Path) -> None:
+    never = write_job(tmp_path, {"name": "feb30", "command": "true", "schedule": "0 0 0 30 2 *"})
+    r = cli("validate", never)
+    assert r.returncode == 0
+    assert "next run: never (this schedule matches no date in the next five years)" in r.stdout
+    assert "on demand" not in r.stdout
+    assert "warning: schedule '0 0 0 30 2 *': this schedule matches no date" in r.stderr
+    doc = json.loads(cli("validate", "--json", never).stdout)
+    assert doc["ok"] is True and doc["next_run"] is None
+    assert doc["never_because"] == "this schedule matches no date in the next five years"
+    assert doc["warnings"] and "never runs" in doc["warnings"][0]
+
+    manual = write_job(tmp_path, {"name": "m", "command": "true", "schedule": "@manually"})
+    r = cli("validate", manual)
+    assert "next run: never (on demand only: @manually)" in r.stdout and r.stderr == ""
+    assert json.loads(cli("validate", "--json", manual).stdout)["warnings"] == []

@@ -299,6 +299,11 @@ def test_serve_counts_scheduled_jobs_apart_and_names_the_signal_it_stops_on(
     write_atomically(s.jobs / "none.json", shell_job("none", "true"))
     s.start()
     assert "serving 1 scheduled job(s), 2 not scheduled, from " in s.log
+    # A schedule that matches no date is not "on demand", nor "no run left".
+    write_atomically(s.jobs / "feb30.json", shell_job("feb30", "true", schedule="0 0 0 30 2 *"))
+    s.wait_log("job feb30 loaded")
+    assert "not scheduled (this schedule matches no date in the next five years)" in s.log
+    assert "no run left" not in s.log
     assert s.terminate() == 0
     assert "stopping (received SIGTERM): no new runs start" in s.log
     assert "no more runs are scheduled" not in s.log

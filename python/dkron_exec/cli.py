@@ -25,6 +25,7 @@ from .executor import Executor
 from .job import Job
 from .job_file import BadDocument, load_job
 from .names import unknown_names
+from .next_run import NO_DATE, why_never
 from .queues_cli import add_celery_queues_parser
 from .serve_cli import add_serve_parser
 from .store import describe_store, store_option_help
@@ -119,13 +120,18 @@ def cmd_executions(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> dict[str, Any]:
     job = _read_job(args.job)
     _check_names(job, args.plugin_dir)
-    nxt = job.next_run(datetime.now(timezone.utc))
+    now = datetime.now(timezone.utc)
+    nxt = job.next_run(now)
+    never = why_never(job, now)
+    warnings = [f"schedule {job.schedule!r}: {NO_DATE}, so the job never runs"] if never == NO_DATE else []
     return {
         "ok": True,
         "job": job.name,
         "executor": job.executor,
         "processors": list(job.processors),
         "next_run": nxt.isoformat() if nxt else None,
+        "never_because": never,
+        "warnings": warnings,
     }
 
 
@@ -134,7 +140,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         report = _validate(args)
         processors = report["processors"] or ["(store only)"]
         print(f"ok: job {report['job']!r}, executor {report['executor']!r}, processors {processors}")
-        print(f"next run: {report['next_run'] or 'never (on demand only)'}")
+        print(f"next run: {report['next_run'] or 'never (' + report['never_because'] + ')'}")
+        for warning in report["warnings"]:
+            print(f"dkron-exec: warning: {warning}", file=sys.stderr)
         return 0
     try:
         report = _validate(args)

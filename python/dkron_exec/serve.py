@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from .executor import Executor
 from .integrations.apscheduler import SkipRun, add_dkron_job, why_unscheduled
 from .job import Job
 from .job_file import BadDocument, load_job
+from .next_run import why_never
 from .serve_cli import DEFAULT_GRACE, DEFAULT_MAX_RUNNING, DEFAULT_POLL
 
 log = logging.getLogger("dkron_exec.serve")
@@ -234,7 +236,7 @@ class Service:
 
 
 def _why(job: Job) -> str:
-    return why_unscheduled(job) or "no run left in its schedule"
+    return why_unscheduled(job) or why_never(job, datetime.now(timezone.utc)) or "no run left in its schedule"
 
 
 def make_scheduler(max_running: int = DEFAULT_MAX_RUNNING) -> Any:
