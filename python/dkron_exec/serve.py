@@ -10,9 +10,10 @@ inotify events may never come) and costs little for the tens or hundreds of file
 file whose size, modification time or inode changed is read again: a new or changed job is
 (re)scheduled, a removed file's job is unscheduled. A file that does not hold a valid job logs one
 line naming the file, the field and the value (a file that is not JSON: ``validate``'s report, with
-the offending line only when the file is a JSON object's text; nothing of any other file is quoted), and the job keeps its previous version (or is not
-loaded, if it had none); it is read again when it changes. Write files atomically (write another
-name, then rename) so that a half-written file is never seen.
+the offending line only when the file is a JSON object's text; nothing of any other file is
+quoted), and the job keeps its previous version (or is not loaded, if it had none); it is read
+again when it changes. Write files atomically (write another name, then rename) so that a
+half-written file is never seen.
 
 **Stop.** SIGTERM or SIGINT stops scheduling; runs in flight may finish for up to ``grace`` seconds,
 then the Executor is closed, which kills what is left (whole process trees) and stores those runs
