@@ -121,3 +121,63 @@ def test_store_path_errors_are_one_line_without_traceback(tmp_path: Path) -> Non
             assert r.stderr == f"{opening} {cause}\n"
             assert r.stdout == ""
     assert not (tmp_path / "missing").exists()
+
+
+def _help_entries(text: str) -> dict[str, str]:
+    """Each argument of an argparse --help (positional and option) and its help text."""
+    entries: dict[str, str] = {}
+    current = None
+    in_arguments = False
+    for line in text.splitlines():
+        if line.endswith(":") and not line.startswith(" "):
+            in_arguments = line in ("positional arguments:", "options:", "optional arguments:")
+            current = None
+            continue
+        if not in_arguments or not line.strip():
+            continue
+        if line.startswith("  ") and not line.startswith("   "):  # an argument, maybe with its help
+            name, _, help_text = line.strip().partition("  ")
+            current = name
+            entries[current] = help_text.strip()
+        elif current is not None:  # its help, continued
+            entries[current] = (entries[current] + " " + line.strip()).strip()
+    return entries
+
+
+def test_every_argument_of_every_subcommand_has_a_help_text_and_true_defaults(tmp_path: Path) -> None:
+    env = {**os.environ, "COLUMNS": "200", "DKRON_EXEC_STORE": str(tmp_path / "from-the-variable.db")}
+    top = cli("--help", env=env)
+    assert top.returncode == 0
+    commands = top.stdout.split("{", 1)[1].split("}", 1)[0].split(",")
+    assert {"run", "executions", "validate", "plugins", "doctor", "serve", "celery-queues"} <= set(commands)
+    for command in commands:
+        r = cli(command, "--help", env=env)
+        assert r.returncode == 0, (command, r.stderr)
+        entries = _help_entries(r.stdout)
+        assert entries, command
+        for argument, text in entries.items():
+            assert text, f"{command} {argument} has no help text"
+        for argument, text in entries.items():
+            if argument.startswith("--store"):
+                # The variable wins over the default file: the help says so, and shows the file.
+                assert "$DKRON_EXEC_STORE, else " in text and "from-the-variable" not in text, (command, text)
+    executions = _help_entries(cli("executions", "--help", env=env).stdout)
+    assert {"job_name", "--json"} <= set(executions)
+
+
+def test_a_schedule_that_matches_no_date_is_not_called_on_demand(tmp_path: Path) -> None:
+    never = write_job(tmp_path, {"name": "feb30", "command": "true", "schedule": "0 0 0 30 2 *"})
+    r = cli("validate", never)
+    assert r.returncode == 0
+    assert "next run: never (this schedule matches no date in the next five years)" in r.stdout
+    assert "on demand" not in r.stdout
+    assert "warning: schedule '0 0 0 30 2 *': this schedule matches no date" in r.stderr
+    doc = json.loads(cli("validate", "--json", never).stdout)
+    assert doc["ok"] is True and doc["next_run"] is None
+    assert doc["never_because"] == "this schedule matches no date in the next five years"
+    assert doc["warnings"] and "never runs" in doc["warnings"][0]
+
+    manual = write_job(tmp_path, {"name": "m", "command": "true", "schedule": "@manually"})
+    r = cli("validate", manual)
+    assert "next run: never (on demand only: @manually)" in r.stdout and r.stderr == ""
+    assert json.loads(cli("validate", "--json", manual).stdout)["warnings"] == []

@@ -140,7 +140,9 @@ def test_execution_fields(executor: Executor) -> None:
     assert abs(e.group / 1e9 - before) < 5
     d = e.to_dict()
     assert d["id"] == e.key and d["success"] is True and d["output"] == ""
-    assert Execution.from_json(e.to_json()) == e
+    written = e.to_json()
+    assert isinstance(written, str)  # text, like json.dumps
+    assert Execution.from_json(written) == e
 
 
 def test_retries_share_a_group_and_count_attempts(executor: Executor) -> None:

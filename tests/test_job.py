@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -603,3 +604,23 @@ def test_bad_byte_sizes(text: str) -> None:
         with pytest.raises(JobError) as err:
             Job.from_dict(doc)
         assert (err.value.field, err.value.value) == (field, text)
+
+
+@pytest.mark.parametrize("spec", ["@every 5", "@every 5x", "@every", "@every 5 minutes"])
+def test_a_bad_every_duration_quotes_the_spec_once(spec: str) -> None:
+    """The schedule error names the field and quotes the value once, as every JobError does
+    (it used to quote the duration again: ``... (got "5") (got '@every 5')``)."""
+    with pytest.raises(JobError) as err:
+        Job.from_dict(job_doc(schedule=spec, executor_config={"command": "/bin/true"}))
+    message = str(err.value)
+    assert err.value.field == "schedule" and err.value.value == spec
+    assert message.startswith("schedule: invalid Go duration: ")
+    assert message.endswith(f"(got {spec!r})")
+    assert message.count("(got ") == 1 and "(got" not in err.value.reason
+
+
+def test_to_json_is_text_like_json_dumps() -> None:
+    job = Job.from_dict(FULL_DOC)
+    written = job.to_json()
+    assert isinstance(written, str)
+    assert json.loads(written) == job.to_dict() and Job.from_json(written) == job

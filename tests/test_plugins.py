@@ -356,6 +356,19 @@ def test_run_by_hand_a_plugin_says_what_it_is(plugin_dir: Path) -> None:
     assert "dkron_exec plugin (the processor 'shy')" in proc.stderr
 
 
+def test_a_python_plugin_file_run_by_hand_is_called_a_script_and_its_suffix_is_no_part_of_its_name(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "tag_snippet.py"
+    script.write_text(PROCESSOR)
+    env = {k: v for k, v in os.environ.items() if k != "DKRON_PLUGIN_MAGIC_COOKIE"}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "This script is a dkron_exec plugin (the processor 'tag_snippet')" in proc.stderr
+    assert "named dkron-processor-tag_snippet in a plugin folder" in proc.stderr
+    assert "binary" not in proc.stderr and ".py" not in proc.stderr
+
+
 def test_a_wrong_cookie_and_an_early_exit_are_clear_errors(ex: Executor, plugin_dir: Path) -> None:
     wrong = f"""
 import os, sys

@@ -234,3 +234,76 @@ def test_job_folder_follows_renames_and_name_clashes(
     # Touching a file without changing it reloads nothing.
     os.utime(tmp_path / "b.json", ns=(1, 1))
     assert folder.scan() == type(changes)([], [])
+
+
+SECRET = "root:$6$Zq8s3cr3tHASHdoNotLeak$:19000:0:99999:7:::"
+
+
+def test_a_refused_file_is_reported_as_validate_reports_it_and_never_quoted(
+    served: Callable[..., Served], tmp_path: Path
+) -> None:
+    """A JSON syntax error gets `validate`'s report (file:line:column, the line, a caret), not the
+    document as Python bytes; a file that is not a JSON object (a symlink to a file of secrets, a
+    binary, a JSON string) is refused without a byte of it in the log."""
+    s = served()
+    syntax = s.jobs / "syntax.json"
+    syntax.write_text('{"name": "syntax",\n "command": "true"\n "schedule": "@every 1m"}\n')
+    secrets = tmp_path / "shadow"
+    secrets.write_text(SECRET + "\nbin:*:19000:0:99999:7:::\n")
+    (s.jobs / "x.json").symlink_to(secrets)
+    binary = tmp_path / "blob"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00s3cr3t-in-binary\xff\xfe")
+    (s.jobs / "bin.json").symlink_to(binary)
+    (s.jobs / "string.json").write_text(json.dumps("s3cr3t-token"))
+    write_atomically(s.jobs / "good.json", shell_job("good", "true", schedule="@every 1h"))
+    s.start()
+    log = s.log
+
+    validated = subprocess.run(
+        [sys.executable, "-m", "dkron_exec.cli", "validate", str(syntax)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    report = validated.stderr.removeprefix("dkron-exec: invalid job: ").rstrip("\n").split("\n")
+    assert report[0].startswith(f"{syntax}:3:2: not valid JSON: ")
+    first = next(line for line in log.splitlines() if "syntax.json" in line)
+    assert first.endswith(f"{report[0]}; no job loaded from it")
+    assert "\n".join(report[1:]) in log  # the line and the caret under the column
+    assert report[1:] == ['   "schedule": "@every 1m"}', "   ^"]
+
+    assert "b'" not in log and 'b"' not in log
+    for leaked in ("s3cr3t", "Zq8", "root:", "ELF", "bin:*"):
+        assert leaked not in log, leaked
+    for name in ("x.json", "bin.json", "string.json"):
+        lines = [line for line in log.splitlines() if f"/{name}" in line]
+        assert len(lines) == 1 and "no job loaded from it" in lines[0], (name, log)
+    assert "/x.json:1:1: not valid JSON:" in log and "its content is not shown" in log
+    assert "string.json: not a job document: the file holds a string, not a JSON object" in log
+    assert "job good loaded" in log
+
+    # `validate` names the same files the same way, and quotes nothing of them either.
+    for name in ("x.json", "bin.json", "string.json"):
+        r = subprocess.run(
+            [sys.executable, "-m", "dkron_exec.cli", "validate", str(s.jobs / name)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 2 and name in r.stderr
+        assert r.stderr.count("\n") == 1 and "s3cr3t" not in r.stderr and "root:" not in r.stderr
+
+
+def test_serve_counts_scheduled_jobs_apart_and_names_the_signal_it_stops_on(
+    served: Callable[..., Served],
+) -> None:
+    s = served()
+    write_atomically(s.jobs / "tick.json", shell_job("tick", "true", schedule="@every 1h"))
+    write_atomically(s.jobs / "manual.json", shell_job("manual", "true", schedule="@manually"))
+    write_atomically(s.jobs / "none.json", shell_job("none", "true"))
+    s.start()
+    assert "serving 1 scheduled job(s), 2 not scheduled, from " in s.log
+    # A schedule that matches no date is not "on demand", nor "no run left".
+    write_atomically(s.jobs / "feb30.json", shell_job("feb30", "true", schedule="0 0 0 30 2 *"))
+    s.wait_log("job feb30 loaded")
+    assert "not scheduled (this schedule matches no date in the next five years)" in s.log
+    assert "no run left" not in s.log
+    assert s.terminate() == 0
+    assert "stopping (received SIGTERM): no new runs start" in s.log
+    assert "no more runs are scheduled" not in s.log

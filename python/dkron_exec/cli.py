@@ -18,16 +18,17 @@ from typing import Any
 
 import orjson
 
-from . import json_errors
 from .cli_report import cpu, memory, print_execution
 from .containment import isolation
 from .errors import DkronExecError, JobError
 from .executor import Executor
 from .job import Job
+from .job_file import BadDocument, load_job
 from .names import unknown_names
+from .next_run import NO_DATE, why_never
 from .queues_cli import add_celery_queues_parser
 from .serve_cli import add_serve_parser
-from .store import default_store_path, describe_store
+from .store import describe_store, store_option_help
 
 # Exit statuses (see the module's docstring, shown by --help).
 EXIT_FAILED = 1
@@ -36,17 +37,9 @@ EXIT_STEP_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 
-class BadDocument(DkronExecError):
-    """A job file that is not JSON: the message names the file, line and column."""
-
-
 def _read_job(path: str) -> Job:
     data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BadDocument(json_errors.describe("<stdin>" if path == "-" else path, data, exc)) from None
-    return Job.from_dict(doc) if isinstance(doc, dict) else Job.from_json(data)
+    return load_job("<stdin>" if path == "-" else path, data)
 
 
 def _check_names(job: Job, plugin_dirs: Sequence[str]) -> None:
@@ -127,13 +120,18 @@ def cmd_executions(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> dict[str, Any]:
     job = _read_job(args.job)
     _check_names(job, args.plugin_dir)
-    nxt = job.next_run(datetime.now(timezone.utc))
+    now = datetime.now(timezone.utc)
+    nxt = job.next_run(now)
+    never = why_never(job, now)
+    warnings = [f"schedule {job.schedule!r}: {NO_DATE}, so the job never runs"] if never == NO_DATE else []
     return {
         "ok": True,
         "job": job.name,
         "executor": job.executor,
         "processors": list(job.processors),
         "next_run": nxt.isoformat() if nxt else None,
+        "never_because": never,
+        "warnings": warnings,
     }
 
 
@@ -142,7 +140,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         report = _validate(args)
         processors = report["processors"] or ["(store only)"]
         print(f"ok: job {report['job']!r}, executor {report['executor']!r}, processors {processors}")
-        print(f"next run: {report['next_run'] or 'never (on demand only)'}")
+        print(f"next run: {report['next_run'] or 'never (' + report['never_because'] + ')'}")
+        for warning in report["warnings"]:
+            print(f"dkron-exec: warning: {warning}", file=sys.stderr)
         return 0
     try:
         report = _validate(args)
@@ -215,23 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a job once through its executor, processors and the store")
     run.add_argument("job", help="a job JSON file (Dkron's format, or the short form), or - for stdin")
-    run.add_argument(
-        "--store",
-        help=(
-            "SQLite file, :memory: or a postgresql:// URL "
-            f"(default $DKRON_EXEC_STORE, else {default_store_path()})"
-        ),
-    )
+    run.add_argument("--store", help=store_option_help())
     run.add_argument("--node", help="node name recorded on the execution (default: host name)")
     run.add_argument("--json", action="store_true", help="print the execution as JSON")
     run.add_argument("--plugin-dir", action="append", default=[], help="another plugin folder (repeatable)")
     run.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("executions", help="list a job's stored executions, newest first")
-    ls.add_argument("job_name")
-    ls.add_argument("--store", help="SQLite file or postgresql:// URL (default: as for run)")
+    ls.add_argument("job_name", help="the job's name (its \"name\" field)")
+    ls.add_argument("--store", help=store_option_help())
     ls.add_argument("--limit", type=_at_least_one, default=None, help="at most N executions (N >= 1)")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print the executions as a JSON array")
     ls.set_defaults(func=cmd_executions)
 
     val = sub.add_parser("validate", help="check a job file and show its next run")
@@ -242,12 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     plug = sub.add_parser("plugins", help="list the plugins found, where, and those refused")
     plug.add_argument("--plugin-dir", action="append", default=[], help="another folder (repeatable)")
-    plug.add_argument("--json", action="store_true")
+    plug.add_argument("--json", action="store_true", help="print the folders, plugins and refusals as JSON")
     plug.set_defaults(func=cmd_plugins)
 
     doc = sub.add_parser("doctor", help="how jobs are contained here (cgroup or process group)")
     doc.add_argument("--no-cgroups", action="store_true", help="what Executor(cgroups=False) gets")
-    doc.add_argument("--json", action="store_true")
+    doc.add_argument("--json", action="store_true", help="print the report as JSON")
     doc.set_defaults(func=cmd_doctor)
 
     add_serve_parser(sub)

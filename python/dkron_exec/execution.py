@@ -138,8 +138,9 @@ class Execution:
             "peak_memory": self.peak_memory,
         }
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+    def to_json(self) -> str:
+        """:meth:`to_dict` as compact JSON text (``str``, like ``json.dumps``)."""
+        return orjson.dumps(self.to_dict()).decode()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Execution:

@@ -471,9 +471,9 @@ class Job:
             return text
         return _format_time(value)
 
-    def to_json(self) -> bytes:
-        """:meth:`to_dict` as compact JSON."""
-        return orjson.dumps(self.to_dict())
+    def to_json(self) -> str:
+        """:meth:`to_dict` as compact JSON text (``str``, like ``json.dumps``)."""
+        return orjson.dumps(self.to_dict()).decode()
 
     # ------------------------------------------------------------------------------------------ behaviour
 

@@ -297,6 +297,19 @@ def _field_count_hint(parts: list[str]) -> str:
     return ""
 
 
+def _go_duration(text: str) -> int:
+    """``_core.parse_go_duration`` with its ``(got "...")`` left off: the caller quotes the whole
+    spec, so the message quotes one value, once."""
+    try:
+        return _core.parse_go_duration(text)
+    except ValueError as exc:
+        why = str(exc)
+        # The binding appends ` (got <Rust debug of text>)`; the text's own quotes are escaped there,
+        # so the first ` (got "` is where that suffix starts.
+        cut = why.find(' (got "')
+        raise ValueError(why[:cut] if cut >= 0 else why) from None
+
+
 def _parse_fields(text: str) -> _CronFields:
     parts = text.split()
     if len(parts) != 6:
@@ -416,7 +429,7 @@ class Schedule:
             self._at = parse_rfc3339(argument)
         elif word == "@every":
             self.kind = "every"
-            delay_ns = _core.parse_go_duration(argument)
+            delay_ns = _go_duration(argument)
             # robfig: at least one second, and whole seconds only.
             self._delay = max(delay_ns, 1_000_000_000) // 1_000_000_000
         elif word in _DESCRIPTORS and not argument:

@@ -9,9 +9,11 @@ extra dependency, works on every file system (network mounts, bind mounts into c
 inotify events may never come) and costs little for the tens or hundreds of files a node holds. A
 file whose size, modification time or inode changed is read again: a new or changed job is
 (re)scheduled, a removed file's job is unscheduled. A file that does not hold a valid job logs one
-line naming the file, the field and the value, and the job keeps its previous version (or is not
-loaded, if it had none); it is read again when it changes. Write files atomically (write another
-name, then rename) so that a half-written file is never seen.
+line naming the file, the field and the value (a file that is not JSON: ``validate``'s report, with
+the offending line only when the file is a JSON object's text; nothing of any other file is
+quoted), and the job keeps its previous version (or is not loaded, if it had none); it is read
+again when it changes. Write files atomically (write another name, then rename) so that a
+half-written file is never seen.
 
 **Stop.** SIGTERM or SIGINT stops scheduling; runs in flight may finish for up to ``grace`` seconds,
 then the Executor is closed, which kills what is left (whole process trees) and stores those runs
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,8 @@ from .execution import Execution
 from .executor import Executor
 from .integrations.apscheduler import SkipRun, add_dkron_job, why_unscheduled
 from .job import Job
+from .job_file import BadDocument, load_job
+from .next_run import why_never
 from .serve_cli import DEFAULT_GRACE, DEFAULT_MAX_RUNNING, DEFAULT_POLL
 
 log = logging.getLogger("dkron_exec.serve")
@@ -123,11 +129,17 @@ class JobFolder:
         previous = seen.job if seen is not None else None
         clash = False
         try:
-            job = Job.from_json(data)
+            job = load_job(str(file), data)
             owner = self.jobs().get(job.name)
             if owner is not None and owner != file:
                 clash = True
                 raise DkronExecError(f"name: job {job.name!r} is already defined by {owner}")
+        except BadDocument as exc:
+            # The report `validate` prints (it names the file), then what serve does about it.
+            excerpt = f"\n{exc.excerpt}" if exc.excerpt else ""
+            log.error("%s; %s%s", exc.location, _keeping(seen), excerpt)
+            self._seen[file] = _Seen(signature, data, previous, clash)
+            return
         except DkronExecError as exc:
             log.error("%s: invalid job, %s; %s", file, exc, _keeping(seen))
             # Remember the bad bytes (not to log them every poll) but keep serving the old job.
@@ -226,7 +238,7 @@ class Service:
 
 
 def _why(job: Job) -> str:
-    return why_unscheduled(job) or "no run left in its schedule"
+    return why_unscheduled(job) or why_never(job, datetime.now(timezone.utc)) or "no run left in its schedule"
 
 
 def make_scheduler(max_running: int = DEFAULT_MAX_RUNNING) -> Any:
@@ -244,12 +256,24 @@ class StopRequest:
     def __init__(self) -> None:
         self.stop = False
         self.hurry = False
+        self.signum: int | None = None
+        """The signal that asked to stop first, if a signal did."""
 
-    def signal(self) -> None:
+    def signal(self, signum: int | None = None) -> None:
         """The first call asks to stop; a second one to stop without waiting out the grace period."""
         if self.stop:
             self.hurry = True
+        elif signum is not None:
+            self.signum = signum
         self.stop = True
+
+    def reason(self) -> str:
+        if self.signum is None:
+            return "asked to stop"
+        try:
+            return f"received {signal.Signals(self.signum).name}"
+        except ValueError:
+            return f"received signal {self.signum}"
 
 
 _TICK = 0.05  # how soon a stop request is noticed
@@ -268,9 +292,12 @@ def serve(
     service = Service(JobFolder(jobs_dir), executor, make_scheduler(max_running))
     service.reload()
     service.scheduler.start()
+    loaded = len(service.folder.jobs())
+    scheduled = len(service.scheduler.get_jobs())
     log.info(
-        "serving %d job(s) from %s (polled every %gs, grace %gs)",
-        len(service.folder.jobs()),
+        "serving %d scheduled job(s), %d not scheduled, from %s (polled every %gs, grace %gs)",
+        scheduled,
+        loaded - scheduled,
         jobs_dir,
         poll,
         grace,
@@ -281,6 +308,6 @@ def serve(
         if time.monotonic() >= next_look:
             service.reload()
             next_look = time.monotonic() + poll
-    log.info("stopping: no more runs are scheduled")
+    log.info("stopping (%s): no new runs start", request.reason())
     service.stop(grace, lambda: request.hurry)
     log.info("stopped")

@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import DkronExecError
 from .install_hints import SERVE_REQUIREMENT, install_hint
-from .store import default_store_path
+from .store import store_option_help
 
 # Here rather than in .serve, which imports APScheduler: `dkron-exec --help` works without it.
 DEFAULT_GRACE = 30.0
@@ -46,9 +46,7 @@ def add_serve_parser(sub: Any) -> None:
         ),
     )
     serve.add_argument("jobs_dir", metavar="JOBS_DIR", help="folder of job JSON files")
-    serve.add_argument(
-        "--store", help=f"SQLite file, :memory: or a postgresql:// URL (default {default_store_path()})"
-    )
+    serve.add_argument("--store", help=store_option_help())
     serve.add_argument("--node", help="node name recorded on the executions (default: host name)")
     serve.add_argument("--plugin-dir", action="append", default=[], help="another plugin folder (repeatable)")
     serve.add_argument(
@@ -97,7 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     request = StopRequest()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        request.signal()
+        request.signal(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

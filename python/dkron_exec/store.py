@@ -90,6 +90,14 @@ def default_store_path() -> Path:
     return _data_home_store_path()
 
 
+def store_option_help() -> str:
+    """The CLI's ``--store`` help: what it takes and the true default (the variable wins)."""
+    return (
+        "SQLite file, :memory: or a postgresql:// URL "
+        f"(default: $DKRON_EXEC_STORE, else {_data_home_store_path()})"
+    )
+
+
 def open_store(spec: str | os.PathLike[str] | None, *, retention: int = DEFAULT_RETENTION) -> Store:
     """The store ``spec`` names: a ``postgresql://`` URL, an SQLite path or ``":memory:"``;
     None means ``$DKRON_EXEC_STORE`` (a URL or a path), else the default SQLite file."""

@@ -34,6 +34,7 @@ from apscheduler.triggers.base import BaseTrigger
 from ..errors import ConcurrencyError, ExecutorClosedError
 from ..execution import Execution
 from ..job import Job
+from ..next_run import why_never
 from ..schedule import Schedule
 
 __all__ = [
@@ -172,7 +173,7 @@ def add_dkron_job(
     reason = why_unscheduled(job)
     trigger = DkronTrigger(job)
     if reason is None and trigger.get_next_fire_time(None, datetime.now().astimezone()) is None:
-        reason = "no run left in its schedule"
+        reason = why_never(job, datetime.now().astimezone()) or "no run left in its schedule"
     if reason is not None:
         log.info("job %s is not scheduled: %s", job.name, reason)
         if scheduler.get_job(job.name) is not None:

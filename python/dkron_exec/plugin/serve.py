@@ -25,13 +25,23 @@ from .wire import (
     FrameError,
 )
 
+# How a program file may end that is no part of the plugin's name (``tag.py`` is the plugin ``tag``).
+_PROGRAM_SUFFIXES = (".exe", ".py", ".pyw", ".pyz")
+
 
 def _name_from_argv(kind: str) -> str:
     base = os.path.basename(sys.argv[0] or "")
     prefix = f"dkron-{kind}-"
-    if base.endswith(".exe"):
-        base = base[:-4]
+    for suffix in _PROGRAM_SUFFIXES:
+        if base.endswith(suffix) and len(base) > len(suffix):
+            base = base[: -len(suffix)]
+            break
     return base[len(prefix) :] if base.startswith(prefix) and len(base) > len(prefix) else base
+
+
+def _what_runs() -> str:
+    """A frozen program (PyInstaller...) is a binary; otherwise Python runs a script."""
+    return "program" if getattr(sys, "frozen", False) else "script"
 
 
 class _Server:
@@ -176,8 +186,10 @@ def serve(
     name = name or _name_from_argv(kind)
     if os.environ.get(COOKIE_KEY) != COOKIE_VALUE:
         sys.stderr.write(
-            f"This binary is a dkron_exec plugin (the {kind} {name!r}). It is not meant to be run directly:\n"
-            f"install it as dkron-{kind}-{name} where dkron_exec looks for plugins.\n"
+            f"This {_what_runs()} is a dkron_exec plugin (the {kind} {name!r}); dkron_exec starts it, "
+            "it is not meant to be run by hand.\n"
+            f"Install it as an executable file named dkron-{kind}-{name} in a plugin folder "
+            "(`dkron-exec plugins` lists them).\n"
         )
         sys.exit(1)
     offered = {v.strip() for v in os.environ.get(VERSIONS_ENV, "").split(",")}
