@@ -624,3 +624,11 @@ def test_to_json_is_text_like_json_dumps() -> None:
     written = job.to_json()
     assert isinstance(written, str)
     assert json.loads(written) == job.to_dict() and Job.from_json(written) == job
+
+
+@pytest.mark.parametrize("text", ["5", "5x"])
+def test_every_duration_error_lists_the_same_units(text: str) -> None:
+    for doc in (shell_doc(timeout=text), job_doc(schedule=f"@every {text}")):
+        with pytest.raises(JobError) as err:
+            Job.from_dict(doc)
+        assert "(use ns, us (or µs, μs), ms, s, m or h)" in str(err.value)

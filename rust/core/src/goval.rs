@@ -25,6 +25,8 @@ const UNITS: [(&str, u128); 8] = [
     ("m", 60_000_000_000),
     ("h", 3_600_000_000_000),
 ];
+/// The units above, as every duration error lists them (one wording for schedules and timeouts).
+const DURATION_UNITS: &str = "ns, us (or µs, μs), ms, s, m or h";
 
 /// Go's `time.ParseDuration`, in nanoseconds: an optional sign, then `<number><unit>` parts
 /// (`1h30m`, `1.5s`, `-300ms`); `0` is the only value without a unit; it must fit an int64.
@@ -63,13 +65,13 @@ pub fn parse_duration(text: &str) -> Result<i64, Invalid> {
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         if unit.is_empty() {
-            return Err(bad("missing unit (use ns, us, ms, s, m or h)"));
+            return Err(bad(&format!("missing unit (use {DURATION_UNITS})")));
         }
         let scale = UNITS
             .iter()
             .find(|(u, _)| *u == unit)
             .map(|(_, s)| *s)
-            .ok_or_else(|| bad(&format!("unknown unit '{}' (use ns, us, µs, ms, s, m or h)", unit.escape_debug())))?;
+            .ok_or_else(|| bad(&format!("unknown unit '{}' (use {DURATION_UNITS})", unit.escape_debug())))?;
         let out_of_range = || bad("out of range (more than ~292 years)");
         let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| out_of_range())? };
         let mut value = whole.checked_mul(scale).ok_or_else(out_of_range)?;
