@@ -359,6 +359,19 @@ def test_a_count_runs_on_one_node(cluster: Cluster, caplog: pytest.LogCaptureFix
     assert len(cluster.executions("two-webs")) == 1
 
 
+def test_a_name_the_worker_cannot_resolve_is_a_stored_failure(cluster: Cluster, tmp_path: Path) -> None:
+    made = tmp_path / "ran"
+    # dispatch checks the document, not plugin names (the worker has its own plugins): it sends.
+    result = cluster.run(shell_job("typo-job", f"touch {made}", processors={"fils": {}}, tags={"role": "db"}))
+    why = "processors.fils: unknown processor 'fils': did you mean 'files'?"
+    assert result["success"] is False and result["node"] == NODE_B[0] and result["exit_code"] is None
+    assert result["error"].startswith(why) and not result["skipped"]
+    stored = cluster.reader.execution("typo-job", result["key"])
+    assert stored is not None and not stored.success and (stored.error or "").startswith(why)
+    assert stored.node_name == NODE_B[0] and stored.output == f"{result['error']}\n".encode()
+    assert not made.exists()
+
+
 def test_beat_fires_jobs_on_their_schedule(cluster: Cluster, tmp_path: Path) -> None:
     jobs = tmp_path / "jobs"
     jobs.mkdir()

@@ -14,6 +14,7 @@ import pytest
 from dkron_exec import Executor, discover_plugins
 from dkron_exec.cli import main
 from dkron_exec.discovery import default_plugin_dirs, parse_plugin_name
+from dkron_exec.errors import JobError
 from plugin_support import EXAMPLES, PROCESSOR, install
 
 GO = Path("/usr/local/go/bin/go")
@@ -69,14 +70,21 @@ def test_only_safe_regular_executables(tmp_path: Path, caplog: pytest.LogCapture
         "dkron-processor-world-writable": "the file is world-writable",
         "dkron-processor-in-open-dir": f"its folder {open_dir} is world-writable without the sticky bit",
     }
-    # A run naming a refused plugin records why, not only "not found"; the Executor logs it once.
-    job = {"name": "j", "command": "true", "processors": {"world-writable": {}}}
-    with caplog.at_level(logging.WARNING), Executor(":memory:", plugin_dirs=[d]) as ex:
-        execution = ex.run(job)
+    # A job naming a refused plugin is refused before it runs, saying why (not only "unknown");
+    # the Executor logs the refusal once, however many jobs name it.
+    marker = tmp_path / "ran"
+    job = {"name": "j", "command": f"touch {marker}", "processors": {"world-writable": {}}}
     path = d / "dkron-processor-world-writable"
-    assert execution.processor_errors == [
-        f"world-writable: processor refused: the file is world-writable ({path})"
-    ]
+    with caplog.at_level(logging.WARNING), Executor(":memory:", plugin_dirs=[d]) as ex:
+        for _ in range(2):
+            with pytest.raises(JobError) as refused_run:
+                ex.run(job)
+            assert str(refused_run.value).startswith(
+                f"processors.world-writable: no processor 'world-writable': its plugin {path} was refused: "
+                "the file is world-writable"
+            )
+        assert ex.executions("j") == []
+    assert not marker.exists()
     assert [r.getMessage() for r in caplog.records if str(path) in r.getMessage()] == [
         f"plugin {path} refused: the file is world-writable"
     ]

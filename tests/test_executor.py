@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import pid_alive, wait_gone
-from dkron_exec import ConcurrencyError, Execution, Executor, ExecutorClosedError
+from dkron_exec import ConcurrencyError, Execution, Executor, ExecutorClosedError, JobError
 from jobs import shell_job
 
 
@@ -190,10 +190,10 @@ def test_allow_runs_concurrently(executor: Executor) -> None:
     assert all(e.success for e in results) and len(results) == 4
 
 
-def test_unknown_executor_is_a_stored_failure(executor: Executor) -> None:
-    e = executor.run({"name": "x", "executor": "nonesuch", "executor_config": {}})
-    assert not e.success and "nonesuch" in (e.error or "")
-    assert executor.executions("x")[0].key == e.key
+def test_unknown_executor_is_refused_and_nothing_is_stored(executor: Executor) -> None:
+    with pytest.raises(JobError, match=r"^executor: unknown executor 'nonesuch': known: shell"):
+        executor.run({"name": "x", "executor": "nonesuch", "executor_config": {}})
+    assert executor.executions("x") == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="su needs root")

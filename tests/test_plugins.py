@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import pid_alive, wait_gone
-from dkron_exec import Executor, PluginError
+from dkron_exec import Executor, JobError, PluginError
 from dkron_exec._core import PluginHost
 from dkron_exec.plugin import COOKIE_VALUE
 from jobs import an_execution, shell_job
@@ -447,10 +447,10 @@ def test_plugins_die_with_a_sigkilled_host(plugin_dir: Path) -> None:
         host.wait()
 
 
-def test_unknown_executor_is_still_a_stored_failure(ex: Executor) -> None:
-    execution = ex.run({"name": "u", "executor": "nope", "executor_config": {}})
-    assert not execution.success and "no dkron-executor-nope plugin" in (execution.error or "")
-    assert ex.executions("u")[0].key == execution.key
+def test_an_unknown_executor_is_refused_before_it_runs(ex: Executor) -> None:
+    with pytest.raises(JobError, match=r"^executor: unknown executor 'nope': known: shell"):
+        ex.run({"name": "u", "executor": "nope", "executor_config": {}})
+    assert ex.executions("u") == []
 
 
 def test_sdk_answers_carry_in_place_changes_and_unchanged_echoes(ex: Executor, plugin_dir: Path) -> None:

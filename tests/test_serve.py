@@ -200,6 +200,38 @@ def test_a_second_sigterm_ends_the_grace_period(served: Callable[..., Served], t
     assert [e.success for e in s.executions("long")] == [False]
 
 
+def test_a_job_naming_an_unknown_processor_is_refused_and_the_last_good_version_runs(
+    served: Callable[..., Served], tmp_path: Path
+) -> None:
+    made = tmp_path / "typo-ran"
+    missing = tmp_path / "no-plugins"
+    s = served("--plugin-dir", str(missing))
+    typo = shell_job("typo", f"touch {made}", schedule="* * * * * *", processors={"fils": {}})
+    write_atomically(s.jobs / "typo.json", typo)
+    write_atomically(s.jobs / "good.json", shell_job("good", "echo one", schedule="* * * * * *"))
+    s.start()
+    wait_for(lambda: b"one\n" in outputs(s.executions("good")))
+    # The missing plugin folder is named; the new file with the typo is refused, at ERROR, naming
+    # the file, the field and the closest name, and is not scheduled.
+    assert f"WARNING dkron_exec.executor: plugin folder {missing} does not exist" in s.log
+    [refused] = [line for line in s.log.splitlines() if "typo.json" in line]
+    assert " ERROR dkron_exec.serve: " in refused and "no job loaded from it" in refused
+    assert "processors.fils: unknown processor 'fils': did you mean 'files'?" in refused
+    assert "job typo loaded" not in s.log
+
+    # A good file edited to name an unknown processor keeps its last good version running.
+    write_atomically(s.jobs / "good.json", shell_job("good", "echo two", schedule="* * * * * *",
+                                                     processors={"fils": {}}))  # fmt: skip
+    s.wait_log("good.json: invalid job, processors.fils: unknown processor 'fils': did you mean 'files'?")
+    assert "job 'good' keeps its previous version" in s.log
+    seen = len(s.executions("good"))
+    wait_for(lambda: len(s.executions("good")) >= seen + 2)
+    assert b"two\n" not in outputs(s.executions("good"))
+    assert all(e.success and e.processor_errors == [] for e in s.executions("good"))
+    assert s.terminate() == 0
+    assert not made.exists() and s.executions("typo") == []
+
+
 def test_serve_without_a_folder_is_an_error(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "dkron_exec.cli", "serve", str(tmp_path / "missing")],

@@ -20,6 +20,7 @@ import orjson
 
 from .cli_report import cpu, memory, print_execution
 from .containment import isolation
+from .discovery import missing_plugin_dirs
 from .errors import DkronExecError, JobError
 from .executor import Executor
 from .job import Job
@@ -42,6 +43,16 @@ def _read_job(path: str) -> Job:
     return load_job("<stdin>" if path == "-" else path, data)
 
 
+def _plugin_dirs(args: argparse.Namespace) -> list[str]:
+    """The --plugin-dir folders that are there; each one that is not is named on stderr, once."""
+    missing = missing_plugin_dirs(args.plugin_dir)
+    for folder, why in missing:
+        print(f"dkron-exec: warning: plugin folder {folder} {why}: no plugins are looked for there",
+              file=sys.stderr)  # fmt: skip
+    absent = {folder for folder, _ in missing}
+    return [d for d in args.plugin_dir if Path(d) not in absent]
+
+
 def _check_names(job: Job, plugin_dirs: Sequence[str]) -> None:
     errors = unknown_names(job, plugin_dirs)
     if errors:
@@ -59,8 +70,9 @@ def _version() -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     job = _read_job(args.job)
-    _check_names(job, args.plugin_dir)
-    with Executor(args.store, node_name=args.node, plugin_dirs=args.plugin_dir) as executor:
+    plugin_dirs = _plugin_dirs(args)  # warned about here, not again by the Executor
+    _check_names(job, plugin_dirs)
+    with Executor(args.store, node_name=args.node, plugin_dirs=plugin_dirs) as executor:
         where = describe_store(executor.store)
         try:
             execution = executor.run(job)
@@ -119,7 +131,7 @@ def cmd_executions(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> dict[str, Any]:
     job = _read_job(args.job)
-    _check_names(job, args.plugin_dir)
+    _check_names(job, _plugin_dirs(args))
     now = datetime.now(timezone.utc)
     nxt = job.next_run(now)
     never = why_never(job, now)
@@ -157,7 +169,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plugins(args: argparse.Namespace) -> int:
     from .discovery import default_plugin_dirs, discover_plugins, is_builtin
 
-    found = discover_plugins(args.plugin_dir)
+    found = discover_plugins(_plugin_dirs(args))
+    missing = missing_plugin_dirs(args.plugin_dir)
     if args.json:
         doc = {
             "searched": [str(d) for d in [*default_plugin_dirs(), *args.plugin_dir]],
@@ -171,6 +184,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 for p in found.all()
             ],
             "refused": [{"path": str(path), "reason": why} for path, why in found.refused],
+            "missing": [{"path": str(path), "reason": why} for path, why in missing],
         }
         sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
         return 0

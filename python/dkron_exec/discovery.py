@@ -4,7 +4,9 @@ Folders are searched in order -- ``/etc/dkron/plugins``, the folder of the runni
 executable (where console scripts of this environment live), then the caller's folders -- and
 the last one found wins. Only regular executable files count; a file anyone may write, or a file
 in a folder anyone may write without the sticky bit, is refused (anyone could make it run code as
-us): ``DiscoveredPlugins.refused`` says why, and a run naming it records that reason.
+us): ``DiscoveredPlugins.refused`` says why, and a job naming it is refused with that reason
+(:mod:`dkron_exec.names`). A caller's folder that does not exist is listed in
+``DiscoveredPlugins.missing`` (the Executor and the CLI warn about it).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
 log = logging.getLogger("dkron_exec.discovery")
 
@@ -24,6 +26,33 @@ SYSTEM_PLUGIN_DIR = Path("/etc/dkron/plugins")
 KINDS: tuple[Literal["processor", "executor"], ...] = ("processor", "executor")
 
 PluginKind = Literal["processor", "executor"]
+
+PluginDirs: TypeAlias = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+"""One plugin folder (a ``str`` or a path) or a sequence of them."""
+
+
+def plugin_folders(dirs: PluginDirs) -> list[Path]:
+    """``dirs`` as a list of folders: a single ``str`` or path is one folder (not one per
+    character); TypeError names anything else."""
+    if isinstance(dirs, (str, os.PathLike)):
+        return [Path(dirs)]
+    if isinstance(dirs, (bytes, bytearray)) or not isinstance(dirs, Sequence):
+        raise TypeError(f"plugin_dirs must be a folder or a sequence of folders, got {dirs!r}")
+    for folder in dirs:
+        if not isinstance(folder, (str, os.PathLike)):
+            raise TypeError(f"plugin_dirs: each folder must be a str or a path, got {folder!r}")
+    return [Path(folder) for folder in dirs]
+
+
+def missing_plugin_dirs(dirs: PluginDirs) -> list[tuple[Path, str]]:
+    """The folders of ``dirs`` that are not there, each once, with why ("does not exist", "is not a
+    folder"): no plugin is looked for in them."""
+    missing: list[tuple[Path, str]] = []
+    for folder in plugin_folders(dirs):
+        if folder.is_dir() or any(folder == seen for seen, _ in missing):
+            continue
+        missing.append((folder, "is not a folder" if folder.exists() else "does not exist"))
+    return missing
 
 
 def is_builtin(kind: PluginKind, name: str) -> bool:
@@ -55,6 +84,8 @@ class DiscoveredPlugins:
     executors: dict[str, PluginInfo] = field(default_factory=dict)
     refused: list[tuple[Path, str]] = field(default_factory=list)
     searched: list[Path] = field(default_factory=list)
+    missing: list[tuple[Path, str]] = field(default_factory=list)
+    """The caller's folders that are not there, with why (the default folders may be absent)."""
 
     def of_kind(self, kind: PluginKind) -> dict[str, PluginInfo]:
         return self.processors if kind == "processor" else self.executors
@@ -99,14 +130,11 @@ def _check_file(path: Path) -> str | None:
     return None
 
 
-def discover_plugins(
-    dirs: Sequence[str | os.PathLike[str]] = (), *, defaults: Sequence[str | os.PathLike[str]] | None = None
-) -> DiscoveredPlugins:
-    """Plugins in ``defaults`` (None: ``default_plugin_dirs()``) and then ``dirs``; last found wins."""
-    found = DiscoveredPlugins()
-    folders = [Path(d) for d in (default_plugin_dirs() if defaults is None else defaults)] + [
-        Path(d) for d in dirs
-    ]
+def discover_plugins(dirs: PluginDirs = (), *, defaults: PluginDirs | None = None) -> DiscoveredPlugins:
+    """Plugins in ``defaults`` (None: ``default_plugin_dirs()``) and then ``dirs`` (one folder or
+    a sequence of them); last found wins."""
+    found = DiscoveredPlugins(missing=missing_plugin_dirs(dirs))
+    folders = plugin_folders(default_plugin_dirs() if defaults is None else defaults) + plugin_folders(dirs)
     seen: set[Path] = set()
     for folder in folders:
         key = folder.absolute()

@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,20 @@ from typing import Any
 from . import _core
 from ._loopwait import LoopWaiters
 from .containment import Isolation
-from .discovery import DiscoveredPlugins, PluginKind, discover_plugins, is_builtin, parse_plugin_name
+from .discovery import (
+    DiscoveredPlugins,
+    PluginDirs,
+    PluginKind,
+    discover_plugins,
+    is_builtin,
+    missing_plugin_dirs,
+    parse_plugin_name,
+    plugin_folders,
+)
 from .errors import ExecutorClosedError
 from .execution import Execution
 from .job import Job
+from .names import KnownNames
 from .spool import default_spool_dir, remove_stale_spools
 from .store import DEFAULT_RETENTION, ClaimingStore, SQLiteStore, Store, open_store
 
@@ -86,10 +96,12 @@ def as_job(job: JobLike) -> Job:
 
 
 class Plugins:
-    """The plugins an Executor found (discovery runs once, at first need)."""
+    """The plugins an Executor found (discovery runs once, at first need), and so the names its
+    jobs may use (``names``)."""
 
     def __init__(self, found: DiscoveredPlugins, runtime: _core.Runtime) -> None:
         self.found = found
+        self.names = KnownNames(found)
         self._runtime = runtime
 
     def has(self, kind: PluginKind, name: str) -> bool:
@@ -119,8 +131,18 @@ class Executor:
 
     Plugins (``dkron-processor-NAME``, ``dkron-executor-NAME``) are found in ``/etc/dkron/plugins``,
     the Python executable's folder, then ``plugin_dirs`` (last found wins); a built-in of the same
-    name wins over a plugin. ``plugin_timeout`` bounds each plugin processor call and
-    ``plugin_start_timeout`` a plugin's start-up (launch to handshake), in seconds. A call waits
+    name wins over a plugin. ``plugin_dirs`` is one folder (a ``str`` or a path) or a sequence of
+    folders; each one that does not exist is logged as a warning (``dkron_exec.executor``) when the
+    Executor is made. Plugins are looked for once, when the first job that names one arrives.
+
+    A job naming an executor or processor that is neither a built-in nor a plugin found (or naming
+    a plugin refused for its permissions) is refused before anything starts: ``run``,
+    ``run_async`` and ``process`` raise a JobError naming the field and the name, with the closest
+    known name ("did you mean 'files'?") or why the plugin was refused; nothing is run or stored.
+    ``check`` asks the same question without running anything.
+
+    ``plugin_timeout`` bounds each plugin processor call and ``plugin_start_timeout`` a plugin's
+    start-up (launch to handshake), in seconds. A call waits
     for a starting plugin within its own deadline: a plugin that has not completed its handshake
     when a waiting call's ``plugin_timeout`` expires is killed then, and the next call starts a
     fresh one, which is given its whole ``plugin_start_timeout`` (a plugin slower to start than
@@ -139,7 +161,7 @@ class Executor:
         store: str | os.PathLike[str] | Store | None = None,
         *,
         node_name: str | None = None,
-        plugin_dirs: Sequence[str | os.PathLike[str]] = (),
+        plugin_dirs: PluginDirs = (),
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         retention: int = DEFAULT_RETENTION,
         retry_backoff: float = 0.5,
@@ -158,7 +180,9 @@ class Executor:
             raise TypeError(f"store must be a path or an object with the Store methods, got {store!r}")
         self.store: Store = store
         self.node_name = node_name or socket.gethostname()
-        self.plugin_dirs = [Path(d) for d in plugin_dirs]
+        self.plugin_dirs = plugin_folders(plugin_dirs)
+        for folder, why in missing_plugin_dirs(self.plugin_dirs):
+            log.warning("plugin folder %s %s: no plugins are looked for there", folder, why)
         self.output_limit = output_limit
         self.spool_dir = Path(spool_dir) if spool_dir is not None else default_spool_dir()
         # A host that died mid-run left its spool files behind.
@@ -189,6 +213,9 @@ class Executor:
 
         ``on_output(chunk, is_stderr)`` gets an executor plugin's output as it streams.
 
+        Raises JobError, before anything starts, if the job names an executor or processor this
+        Executor cannot resolve (see ``check``).
+
         Blocks with the GIL released. Ctrl-C kills the job's processes, stores the execution
         (cancelled, in the words of ``cancel``), and raises KeyboardInterrupt.
         """
@@ -206,7 +233,7 @@ class Executor:
         ``on_output`` is called on the event loop's thread, in order. Cancelling the task kills
         the job's processes at once; the run still stores its execution when it ends, as
         cancelled, in the words of ``cancel``. A store's cluster-wide claim (``forbid``) is
-        released when the task ends.
+        released when the task ends. Raises JobError for a name that does not resolve, as ``run``.
         """
         job = as_job(job)
         plan = self._plan(job)
@@ -243,8 +270,17 @@ class Executor:
 
     def process(self, job: JobLike, execution: Execution) -> Execution:
         """Passes ``execution`` through the job's processors, as a run would after its executor,
-        and returns what comes out. Nothing is run or stored."""
+        and returns what comes out. Nothing is run or stored. JobError as ``run`` for a name
+        that does not resolve."""
         return self._runtime.process(self._plan(as_job(job)), execution)
+
+    def check(self, job: JobLike) -> Job:
+        """The job as ``run`` would take it, or the JobError ``run`` would raise: an invalid
+        document, or an executor or processor name that is neither a built-in nor a plugin this
+        Executor found (the field, the name and the closest known one). Nothing runs."""
+        job = as_job(job)
+        self._plan(job)
+        return job
 
     def executions(self, job_name: str, limit: int | None = None) -> list[Execution]:
         """The job's stored executions, newest first."""
@@ -309,8 +345,10 @@ class Executor:
         if self._closed:
             raise ExecutorClosedError("this Executor is closed")
         plan = job.plan
-        if plan.needs_plugins and self._plugins is None:
-            self.plugins  # noqa: B018  (discovery registers the plugins with the runtime)
+        if plan.needs_plugins:
+            # Only a job naming something other than a built-in can name what is not there.
+            # Discovery (once) registers the plugins with the runtime.
+            (self._plugins or self.plugins).names.check(job)
         return plan
 
     def _discover(self) -> Plugins:

@@ -8,11 +8,12 @@ Dkron's) and run by one :class:`~dkron_exec.Executor`.
 extra dependency, works on every file system (network mounts, bind mounts into containers, where
 inotify events may never come) and costs little for the tens or hundreds of files a node holds. A
 file whose size, modification time or inode changed is read again: a new or changed job is
-(re)scheduled, a removed file's job is unscheduled. A file that does not hold a valid job logs one
-line naming the file, the field and the value (a file that is not JSON: ``validate``'s report, with
-the offending line only when the file is a JSON object's text; nothing of any other file is
-quoted), and the job keeps its previous version (or is not loaded, if it had none); it is read
-again when it changes. Write files atomically (write another name, then rename) so that a
+(re)scheduled, a removed file's job is unscheduled. A file that does not hold a valid job -- or
+names an executor or processor that is neither a built-in nor a plugin the Executor found -- logs
+one line (ERROR) naming the file, the field and the value (a file that is not JSON: ``validate``'s
+report, with the offending line only when the file is a JSON object's text; nothing of any other
+file is quoted), and the job keeps its previous version (or is not loaded, if it had none); it is
+read again when it changes. Write files atomically (write another name, then rename) so that a
 half-written file is never seen.
 
 **Stop.** SIGTERM or SIGINT stops scheduling; runs in flight may finish for up to ``grace`` seconds,
@@ -72,10 +73,12 @@ def _signature(st: os.stat_result) -> tuple[int, int, int]:
 
 
 class JobFolder:
-    """The job files of a folder, and the valid job each holds; :meth:`scan` reports changes."""
+    """The job files of a folder, and the valid job each holds; :meth:`scan` reports changes.
+    ``check`` (such as ``Executor.check``) may refuse a job with a JobError, as an invalid file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, check: Callable[[Job], object] | None = None) -> None:
         self.path = path
+        self._check = check
         self._seen: dict[Path, _Seen] = {}
 
     def jobs(self) -> dict[str, Path]:
@@ -134,6 +137,8 @@ class JobFolder:
             if owner is not None and owner != file:
                 clash = True
                 raise DkronExecError(f"name: job {job.name!r} is already defined by {owner}")
+            if self._check is not None:
+                self._check(job)  # names that do not resolve: refused before it is scheduled
         except BadDocument as exc:
             # The report `validate` prints (it names the file), then what serve does about it.
             excerpt = f"\n{exc.excerpt}" if exc.excerpt else ""
@@ -289,7 +294,7 @@ def serve(
     max_running: int = DEFAULT_MAX_RUNNING,
 ) -> None:
     """Serves the folder until ``request.stop``, then stops (see :meth:`Service.stop`)."""
-    service = Service(JobFolder(jobs_dir), executor, make_scheduler(max_running))
+    service = Service(JobFolder(jobs_dir, executor.check), executor, make_scheduler(max_running))
     service.reload()
     service.scheduler.start()
     loaded = len(service.folder.jobs())

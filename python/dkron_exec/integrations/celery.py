@@ -31,6 +31,10 @@ Choices, so that a run happens once and its retries are dkron_exec's:
   node of the queue runs it; :func:`dispatch` logs a warning.
 * ``concurrency: forbid`` is the Executor's rule (cluster-wide with the PostgreSQL store): a run
   refused because another is in flight is reported as ``skipped`` in the task's result.
+* Plugin names are resolved by the worker, which has its own plugins (:func:`dispatch` cannot know
+  them): a worker that cannot resolve the job's executor or processor runs nothing and stores a
+  failed execution whose ``error`` is the Executor's JobError ("processors.fils: unknown processor
+  'fils': did you mean 'files'? ..."), so the refusal is in the store with the other runs.
 
 Settings read from ``app.conf`` when a worker process runs its first job (one Executor per
 process, closed by the ``worker_process_shutdown``/``worker_shutdown`` signals):
@@ -47,6 +51,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from time import time_ns
 from typing import Any
 
 import orjson
@@ -54,6 +59,7 @@ from celery.schedules import BaseSchedule, schedstate
 from celery.signals import worker_process_shutdown, worker_shutdown
 
 from ..errors import ConcurrencyError, JobError
+from ..execution import Execution, datetime_from_ns, make_key
 from ..executor import Executor, JobLike, as_job
 from ..job import Job
 from .queues import queue_for_tags, tag_count
@@ -130,10 +136,14 @@ def close_worker_executor(**_: Any) -> None:
 
 def run_document(executor: Executor, document: Mapping[str, Any]) -> dict[str, Any]:
     """Runs a job document and returns the task's result: a small JSON object (the execution
-    itself is in the store, under ``job`` and ``key``)."""
+    itself is in the store, under ``job`` and ``key``). A job this worker cannot run as written
+    (a processor or executor name it cannot resolve) is stored as a failed execution saying why."""
     job = Job.from_dict(document)
     try:
         execution = executor.run(job)
+    except JobError as exc:
+        log.error("job %s: refused by this worker: %s", job.name, exc)
+        execution = _refused(executor, job, str(exc))
     except ConcurrencyError as exc:
         log.info("job %s: skipped, the previous run is still going (concurrency: forbid)", job.name)
         return {
@@ -150,6 +160,24 @@ def run_document(executor: Executor, document: Mapping[str, Any]) -> dict[str, A
         "error": execution.error,
         "skipped": False,
     }
+
+
+def _refused(executor: Executor, job: Job, why: str) -> Execution:
+    """The stored record of a job the worker refused: failed, nothing ran (no exit code)."""
+    now = time_ns()
+    execution = Execution(
+        job_name=job.name,
+        started_at=datetime_from_ns(now),
+        finished_at=datetime_from_ns(now),
+        success=False,
+        output=f"{why}\n".encode(),
+        node_name=executor.node_name,
+        group=now,
+        error=why,
+        key=make_key(now, executor.node_name),
+    )
+    executor.store.put(execution)
+    return execution
 
 
 def install(app: Any) -> Any:
@@ -175,8 +203,15 @@ def install(app: Any) -> Any:
 
 
 def dispatch(app: Any, job: JobLike, **send_options: Any) -> Any:
-    """Sends the job to the queue of its tags (validated here first); returns Celery's
-    AsyncResult. ``send_options`` go to ``app.send_task`` (``queue=`` overrides the tags')."""
+    """Sends the job to the queue of its tags; returns Celery's AsyncResult. ``send_options`` go
+    to ``app.send_task`` (``queue=`` overrides the tags').
+
+    Checked here, before sending: the job document itself (every field, the schedule, the
+    built-in executor's and processors' configs): a JobError is raised and nothing is sent.
+    Left to the worker: the executor and processor names, which resolve against the worker's own
+    plugins (this process may have other plugins, or none); a worker that cannot resolve one
+    stores a failed execution with the reason (the JobError's text), and the task's result says
+    ``success: false`` with that ``error``."""
     job = as_job(job)
     count = tag_count(job.tags)
     if count > 1:
