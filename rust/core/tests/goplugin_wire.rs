@@ -1,6 +1,7 @@
 //! Dkron's processor wire format, against bytes Go's own encoding/gob produced for Dkron's
-//! v4.0.5 types (tests/data/goplugin/*.hex, from the reference's plugbench/cmd/gobvectors), and
-//! the yamux client against a socket we play the plugin's side on.
+//! v4.0.5 types (tests/data/goplugin/*.hex, written by tests/go/cmd/gobvectors, which
+//! tests/test_gob_vectors.py runs to check them), and the yamux client against a socket we play
+//! the plugin's side on.
 
 use std::collections::BTreeMap;
 use std::path::Path;
