@@ -27,7 +27,7 @@ class TagProcessor:
 
 def main() -> None:
     """The console script ``dkron-processor-tag`` (see pyproject.toml)."""
-    serve(processor=TagProcessor())
+    serve(processor=TagProcessor())  # or serve(executor=...) with execute(request, status)
 
 
 if __name__ == "__main__":
