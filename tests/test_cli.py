@@ -181,3 +181,22 @@ def test_a_schedule_that_matches_no_date_is_not_called_on_demand(tmp_path: Path)
     r = cli("validate", manual)
     assert "next run: never (on demand only: @manually)" in r.stdout and r.stderr == ""
     assert json.loads(cli("validate", "--json", manual).stdout)["warnings"] == []
+
+
+def test_a_reader_that_leaves_early_is_no_error(tmp_path: Path) -> None:
+    # `dkron-exec run job.json | head -1`: the reader is gone before the summary is written.
+    doc = {"name": "piped", "executor": "shell", "executor_config": {"command": "sleep 0.5"}}
+    job = write_job(tmp_path, doc)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dkron_exec.cli", "run", job, "--store", str(tmp_path / "s.db")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141
+    assert "Broken pipe" not in stderr and "Traceback" not in stderr, stderr
+    stored = cli("executions", "piped", "--store", str(tmp_path / "s.db"), "--json")
+    assert json.loads(stored.stdout)[0]["success"] is True

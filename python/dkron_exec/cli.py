@@ -9,6 +9,8 @@ invalid; 130 interrupted (Ctrl-C; the execution is stored)."""
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -36,6 +38,7 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_STEP_FAILED = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `yes | head` reports for the writer
 
 
 def _read_job(path: str) -> Job:
@@ -274,6 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dkron-exec: invalid job: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except (DkronExecError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+            # The reader left (`| head`; the error may come from the Rust side, as a plain OSError):
+            # nothing to report. Point stdout at /dev/null so Python's flush at exit stays quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
         print(f"dkron-exec: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
