@@ -1,8 +1,9 @@
 """The repository stands alone: nothing it tracks reads or names a path outside it.
 
-A user's clone has nothing beside it, so code, tests, benches, scripts and CI that reach for
-``../shared`` (reading material for the people who build dkron_exec) or another folder of the
-machine they were written on fail there. The README and docs may not send a user there either.
+A user's clone has nothing beside it, so code, tests, benches, scripts and CI that reach for the
+folder of reading material kept beside the repository by the people who build dkron_exec (named in
+``BESIDE``), or another folder of the machine they were written on, fail there. The README and docs
+may not send a user there either. This file is the one that names those paths, to find them.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CHECKED = ("python", "rust", "examples", "tests", "benches", "scripts", ".ci", "docs")
 CHECKED_FILES = ("pyproject.toml", "README.md", ".gitignore")
+BESIDE = "shared"  # the folder of reading material beside the repository
 OUTSIDE = re.compile(
-    r"\.\./+shared"  # the folder beside the repository
-    r"|shared/+reference"
+    rf"\.\./+{BESIDE}"
+    rf"|{BESIDE}/+reference"
     r"|\b(?:ROOT|REPO|REPO_ROOT|HERE)\.parent\b"  # one level above the repository's root
-    r"|\.parent\s*/\s*[\"']shared"
+    rf"|\.parent\s*/\s*[\"']{BESIDE}"
     r"|/work/+(?:notes|shared|main|wt)\b"  # the folders of the machine the project is built on
 )
 
@@ -48,9 +50,9 @@ def test_no_tracked_file_reads_or_names_a_path_outside_the_repository() -> None:
 def test_the_pattern_catches_what_it_is_for() -> None:
     # The forms the repository used before it stood alone, and forms that stay inside it.
     outside = [
-        'REFERENCE = REPO.parent / "shared/reference/dkron-plugins/plugbench"',
-        'PLUGBENCH = ROOT.parent / "shared/reference/dkron-plugins/plugbench/cmd"',
-        "cp -r ../shared/x .",
+        f'REFERENCE = REPO.parent / "{BESIDE}/reference/dkron-plugins/plugbench"',
+        f'PLUGBENCH = ROOT.parent / "{BESIDE}/reference/dkron-plugins/plugbench/cmd"',
+        f"cp -r ../{BESIDE}/x .",
         "see /work/notes/issue.md",
     ]
     inside = ['SOURCE = ROOT / "tests" / "go"', "Path(__file__).resolve().parent.parent", "a shared store"]
